@@ -1,0 +1,114 @@
+"""Every registered env on every backend: jit + vmap, no NaN, determinism; registry, rewards and the wrapper."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import envtools as E
+from herjax import envs
+
+SMALL = 4  # envs per batch for the all-backend smoke checks (compiles dominate there)
+SHORT = 5  # steps
+
+
+def test_names():
+    base = ["fetch_reach", "fetch_push", "fetch_slide", "fetch_pick_and_place"]
+    assert envs.names() == [n for b in base for n in (b, f"{b}_dense")]
+
+
+def test_unknown_env_suggests_and_lists():
+    with pytest.raises(ValueError) as err:
+        envs.make("fetch_pusj")
+    msg = str(err.value)
+    assert "'fetch_push'" in msg and "fetch_pick_and_place_dense" in msg and "\n" not in msg
+
+
+def test_unknown_backend_and_option():
+    with pytest.raises(ValueError, match="valid backends: auto, mjx, mujoco"):
+        envs.make("fetch_reach", backend="cuda")
+    with pytest.raises(ValueError, match="distance_threshold"):
+        envs.make("fetch_reach", distance_threshhold=0.1)
+
+
+def test_auto_backend_is_mujoco_on_cpu():
+    assert jax.default_backend() == "cpu"
+    assert envs.make("fetch_reach").backend == "mujoco"
+
+
+@pytest.mark.parametrize("backend", ["mujoco", "mjx"])
+@pytest.mark.parametrize("task", E.TASKS)
+def test_jit_vmap_no_nan_and_bit_identical(task, backend):
+    env = E.get_env(task, backend)
+    keys = E.keys(3, SMALL)
+    actions = E.random_actions(4, SMALL, SHORT)
+    a = E.run_episodes(task, backend, keys, actions)
+    b = E.run_episodes(task, backend, keys, actions)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        assert not np.isnan(np.asarray(x)).any()
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    obs = a["obs"]
+    assert obs["observation"].shape == (SMALL, SHORT + 1, env.obs_dim)
+    assert obs["achieved_goal"].shape == obs["desired_goal"].shape == (SMALL, SHORT + 1, 3)
+    # Different keys draw different goals (and objects).
+    goals = np.asarray(obs["desired_goal"][:, 0])
+    assert len({tuple(g) for g in goals.round(6)}) == SMALL
+    # The gripper moved under random actions.
+    grip = np.asarray(obs["observation"][:, :, :3])
+    assert np.abs(grip[:, -1] - grip[:, 0]).max() > 0.01
+
+
+@pytest.mark.parametrize("name", ["fetch_push", "fetch_push_dense"])
+def test_compute_reward_batched(name):
+    env = envs.make(name)
+    rng = np.random.default_rng(0)
+    ag, g = rng.normal(size=(2, 5, 3)) * 0.05, rng.normal(size=(2, 5, 3)) * 0.05
+    r = np.asarray(env.compute_reward(jnp.asarray(ag), jnp.asarray(g)))
+    d = np.linalg.norm(ag - g, axis=-1)
+    assert r.shape == (2, 5)
+    expected = -(d > 0.05).astype(np.float32) if name == "fetch_push" else -d
+    np.testing.assert_allclose(r, expected, rtol=1e-6, atol=1e-7)
+
+
+def test_vec_autoreset_fresh_goals_and_final_obs():
+    env = E.get_env("reach", "mujoco")
+    venv = envs.vec(env, 3)
+    step = jax.jit(venv.step)
+    vs = jax.jit(venv.reset)(jax.random.key(0))
+    goals0 = np.asarray(vs.env.obs["desired_goal"])
+    action = jnp.tile(jnp.array([1.0, 0.0, 0.0, 0.0]), (3, 1))
+    for t in range(env.episode_length):
+        prev_t = np.asarray(vs.t)
+        vs = step(vs, action)
+        if t < env.episode_length - 1:
+            assert not np.asarray(vs.truncated).any()
+            np.testing.assert_array_equal(np.asarray(vs.t), prev_t + 1)
+    assert np.asarray(vs.truncated).all()
+    np.testing.assert_array_equal(np.asarray(vs.t), 0)
+    goals1 = np.asarray(vs.env.obs["desired_goal"])
+    assert not np.allclose(goals0, goals1)  # a reset draws a new goal
+    final_grip = np.asarray(vs.final_obs["observation"][:, :3])
+    new_grip = np.asarray(vs.env.obs["observation"][:, :3])
+    assert np.all(final_grip[:, 0] - new_grip[:, 0] > 0.1)  # the ended episode moved +x; the new one is back home
+    np.testing.assert_allclose(new_grip, np.tile(env.model.initial_gripper_xpos, (3, 1)), atol=2e-3)
+    vs = step(vs, action)
+    assert not np.asarray(vs.truncated).any()
+
+
+def test_vec_rejects_zero_envs():
+    with pytest.raises(ValueError, match="num_envs"):
+        envs.vec(E.get_env("reach", "mujoco"), 0)
+
+
+def test_xla_flag_applied_on_import():
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "HERJAX_NO_XLA_FLAG")}
+    code = "import herjax, os; print(os.environ.get('XLA_FLAGS'))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "--xla_cpu_use_fusion_emitters=false"
+    env["HERJAX_NO_XLA_FLAG"] = "1"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "None"
