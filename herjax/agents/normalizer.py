@@ -1,0 +1,101 @@
+"""Running mean/std normaliser with the semantics of baselines ``her/normalizer.py``.
+
+The state keeps raw sums rather than a running mean so that states from several
+devices combine exactly by summing (or averaging, which rescales sum, sumsq
+and count alike and leaves mean/std unchanged).
+
+Before any update the statistics are mean 0 and std 1, like baselines' initial
+variables; afterwards ``mean = sum / count`` and
+``std = sqrt(max(eps^2, sumsq / count - mean^2))``.
+"""
+
+from __future__ import annotations
+
+import chex
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+DEFAULT_EPS = 0.01
+DEFAULT_CLIP_RANGE = 5.0
+
+
+@flax.struct.dataclass
+class NormalizerState:
+    """Accumulated statistics of a ``size``-dimensional quantity.
+
+    Attributes:
+        sum: ``[size]`` sum of all samples.
+        sumsq: ``[size]`` sum of squared samples.
+        count: ``[]`` float32 number of samples.
+    """
+
+    sum: jax.Array
+    sumsq: jax.Array
+    count: jax.Array
+
+
+def init(size: int, dtype: jnp.dtype = jnp.float32) -> NormalizerState:
+    """Empty statistics for a ``size``-dimensional quantity."""
+    return NormalizerState(
+        sum=jnp.zeros((size,), dtype),
+        sumsq=jnp.zeros((size,), dtype),
+        count=jnp.zeros((), dtype),
+    )
+
+
+def update(state: NormalizerState, x: chex.Array) -> NormalizerState:
+    """Adds samples to the statistics.
+
+    Args:
+        state: statistics of size ``D``.
+        x: ``[..., D]`` samples; all leading dimensions are flattened, like
+            baselines' ``v.reshape(-1, size)``.
+
+    Returns:
+        Updated statistics.
+    """
+    size = state.sum.shape[-1]
+    chex.assert_axis_dimension(x, -1, size)
+    x = jnp.reshape(x, (-1, size)).astype(state.sum.dtype)
+    return NormalizerState(
+        sum=state.sum + jnp.sum(x, axis=0),
+        sumsq=state.sumsq + jnp.sum(jnp.square(x), axis=0),
+        count=state.count + x.shape[0],
+    )
+
+
+def mean_std(
+    state: NormalizerState, eps: float = DEFAULT_EPS
+) -> tuple[jax.Array, jax.Array]:
+    """Current mean and std, each ``[D]``; ``(0, 1)`` before any update."""
+    seen = state.count > 0
+    safe_count = jnp.where(seen, state.count, 1.0)
+    mean = state.sum / safe_count
+    # sumsq/count - mean^2 can dip below zero through cancellation; the eps^2
+    # floor absorbs that as well as constant dimensions.
+    var = jnp.maximum(eps**2, state.sumsq / safe_count - jnp.square(mean))
+    std = jnp.where(seen, jnp.sqrt(var), 1.0)
+    return mean, std
+
+
+def normalize(
+    state: NormalizerState,
+    x: chex.Array,
+    clip_range: float = DEFAULT_CLIP_RANGE,
+    eps: float = DEFAULT_EPS,
+) -> jax.Array:
+    """Standardises and clips ``x``.
+
+    Args:
+        state: statistics of size ``D``.
+        x: ``[..., D]`` values.
+        clip_range: output is clipped to ``[-clip_range, clip_range]``.
+        eps: floor on the std.
+
+    Returns:
+        ``[..., D]`` ``clip((x - mean) / std, -clip_range, clip_range)``.
+    """
+    chex.assert_axis_dimension(x, -1, state.sum.shape[-1])
+    mean, std = mean_std(state, eps)
+    return jnp.clip((x - mean) / std, -clip_range, clip_range)

@@ -1,0 +1,308 @@
+"""Hindsight Experience Replay: episode storage and goal relabelling.
+
+Semantics follow openai/baselines ``her/her_sampler.py`` and
+``her/replay_buffer.py``. An episode of horizon ``T`` stores ``T + 1``
+observations and achieved goals (the state before the first action and after
+every action) and ``T`` actions and desired goals.
+
+Everything here is a pure function of arrays; sizes (horizon, dims, capacity,
+batch size) are static.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Optional, Union
+
+import chex
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+STRATEGIES = ("future", "final", "episode", "none")
+
+RewardFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+class Episodes(NamedTuple):
+    """A batch of ``B`` complete episodes of horizon ``T``.
+
+    Attributes:
+        obs: ``[B, T+1, obs_dim]`` observations, ``obs[:, t]`` is seen before action ``t``.
+        achieved_goal: ``[B, T+1, goal_dim]`` achieved goals aligned with ``obs``.
+        desired_goal: ``[B, T, goal_dim]`` the goal that was pursued at step ``t``.
+        action: ``[B, T, act_dim]`` actions.
+    """
+
+    obs: jax.Array
+    achieved_goal: jax.Array
+    desired_goal: jax.Array
+    action: jax.Array
+
+
+class Transitions(NamedTuple):
+    """A batch of ``N`` (possibly relabelled) transitions.
+
+    Attributes:
+        obs: ``[N, obs_dim]`` observation at ``t``.
+        next_obs: ``[N, obs_dim]`` observation at ``t + 1``.
+        achieved_goal: ``[N, goal_dim]`` achieved goal at ``t``.
+        next_achieved_goal: ``[N, goal_dim]`` achieved goal at ``t + 1``.
+        desired_goal: ``[N, goal_dim]`` the (possibly relabelled) goal.
+        action: ``[N, act_dim]`` action taken at ``t``.
+        reward: ``[N]`` float32, ``compute_reward(next_achieved_goal, desired_goal)``.
+    """
+
+    obs: jax.Array
+    next_obs: jax.Array
+    achieved_goal: jax.Array
+    next_achieved_goal: jax.Array
+    desired_goal: jax.Array
+    action: jax.Array
+    reward: jax.Array
+
+
+@flax.struct.dataclass
+class BufferState:
+    """Ring buffer of whole episodes.
+
+    Attributes:
+        episodes: ``Episodes`` whose leading axis is the ring, ``[E, ...]`` with
+            ``E = capacity // horizon``. Slots ``[0, size)`` hold valid data.
+        insert_pos: ``[]`` int32, the slot the next episode is written to.
+        size: ``[]`` int32, number of valid episodes, ``<= E``.
+    """
+
+    episodes: Episodes
+    insert_pos: jax.Array
+    size: jax.Array
+
+
+class HerBuffer(NamedTuple):
+    """Pure functions of a HER replay buffer (see ``make_her_buffer``).
+
+    Attributes:
+        init: ``() -> BufferState``, an empty buffer.
+        add: ``(state, episodes) -> state``, writes ``B <= E`` episodes into the ring.
+        sample: ``(state, key, batch_size) -> Transitions``; ``batch_size`` is static.
+    """
+
+    init: Callable[[], BufferState]
+    add: Callable[[BufferState, Episodes], BufferState]
+    sample: Callable[[BufferState, jax.Array, int], Transitions]
+
+
+def validate_strategy(strategy: str) -> str:
+    """Returns ``strategy`` if it is a known relabelling strategy.
+
+    Raises:
+        ValueError: naming the bad value and the valid choices.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(
+            f"unknown replay strategy {strategy!r}; valid choices are {list(STRATEGIES)}"
+        )
+    return strategy
+
+
+def future_p_from_replay_k(replay_k: float) -> float:
+    """Fraction of relabelled transitions for a given ``replay_k`` (baselines).
+
+    ``replay_k`` relabelled goals per original one gives ``1 - 1 / (1 + replay_k)``,
+    e.g. 0.8 for ``replay_k = 4``.
+    """
+    if replay_k < 0:
+        raise ValueError(f"replay_k must be >= 0, got {replay_k}")
+    return 1.0 - 1.0 / (1.0 + replay_k)
+
+
+def episode_capacity(capacity: int, horizon: int) -> int:
+    """Number of whole episodes a buffer of ``capacity`` transitions holds."""
+    return capacity // horizon
+
+
+def sample_her_transitions(
+    episodes: Episodes,
+    key: jax.Array,
+    batch_size: int,
+    *,
+    compute_reward: RewardFn,
+    strategy: str = "future",
+    future_p: float = 0.8,
+    n_valid: Optional[Union[int, jax.Array]] = None,
+) -> Transitions:
+    """Samples transitions uniformly from episodes and relabels goals.
+
+    Each sample draws an episode ``i ~ U{0..n_valid-1}`` and a step
+    ``t ~ U{0..T-1}``. With probability ``future_p`` its goal is replaced by an
+    achieved goal of the same episode, chosen by ``strategy``:
+
+    * ``"future"``: ``ag[i, f]`` with ``f ~ U{t+1..T}`` (baselines), i.e. a goal
+      achieved later in the episode, at or after the next observation.
+    * ``"final"``: ``ag[i, T]``, the goal achieved at the end of the episode.
+    * ``"episode"``: ``ag[i, k]`` with ``k ~ U{1..T}``, independent of ``t``. Index 0
+      is excluded because it is achieved before any action; ``{1..T}`` are the
+      goals achieved by the episode's transitions (the HER paper's "random
+      states from the same episode"), matching the range ``future`` draws from.
+    * ``"none"``: no relabelling; ``future_p`` is ignored.
+
+    The reward is recomputed as ``compute_reward(next_achieved_goal, goal)``
+    for every sample (relabelled or not), as baselines does with ``ag_2``.
+
+    Args:
+        episodes: ``Episodes`` with ``obs [E, T+1, obs_dim]``, ``achieved_goal
+            [E, T+1, goal_dim]``, ``desired_goal [E, T, goal_dim]``, ``action [E, T, act_dim]``.
+        key: PRNG key.
+        batch_size: static number of transitions ``N`` to return.
+        compute_reward: pure ``(ag [..., goal_dim], g [..., goal_dim]) -> [...]``.
+        strategy: one of ``"future"``, ``"final"``, ``"episode"``, ``"none"``.
+        future_p: probability of relabelling a sample.
+        n_valid: only episodes ``[0, n_valid)`` are sampled (int or ``[]`` int
+            array; must be >= 1). ``None`` means all ``E``.
+
+    Returns:
+        ``Transitions`` with leading dimension ``N = batch_size``.
+    """
+    validate_strategy(strategy)
+    chex.assert_rank(
+        [episodes.obs, episodes.achieved_goal, episodes.desired_goal, episodes.action], 3
+    )
+    n_episodes, horizon = episodes.action.shape[:2]
+    chex.assert_equal_shape_prefix([episodes.desired_goal, episodes.action], 2)
+    chex.assert_shape(
+        [episodes.obs, episodes.achieved_goal], (n_episodes, horizon + 1, None)
+    )
+
+    if n_valid is None:
+        n_valid = n_episodes
+    # An empty buffer would make randint's range empty; sampling it is a caller
+    # error, but keep the indices in bounds rather than reading garbage slots.
+    n_valid = jnp.maximum(jnp.asarray(n_valid, jnp.int32), 1)
+
+    episode_key, t_key, her_key, goal_key = jax.random.split(key, 4)
+    episode_idx = jax.random.randint(episode_key, (batch_size,), 0, n_valid)
+    t = jax.random.randint(t_key, (batch_size,), 0, horizon)
+
+    goal = episodes.desired_goal[episode_idx, t]
+    if strategy != "none":
+        relabel = jax.random.uniform(her_key, (batch_size,)) < future_p
+        if strategy == "future":
+            # Same distribution as baselines' t + 1 + floor(U * (T - t)), but
+            # exact: no float rounding can push the index past T.
+            goal_t = jax.random.randint(goal_key, (batch_size,), t + 1, horizon + 1)
+        elif strategy == "final":
+            goal_t = jnp.full((batch_size,), horizon, jnp.int32)
+        else:
+            goal_t = jax.random.randint(goal_key, (batch_size,), 1, horizon + 1)
+        relabelled_goal = episodes.achieved_goal[episode_idx, goal_t]
+        goal = jnp.where(relabel[:, None], relabelled_goal, goal)
+
+    next_achieved_goal = episodes.achieved_goal[episode_idx, t + 1]
+    reward = jnp.asarray(compute_reward(next_achieved_goal, goal), jnp.float32)
+    chex.assert_shape(reward, (batch_size,))
+    return Transitions(
+        obs=episodes.obs[episode_idx, t],
+        next_obs=episodes.obs[episode_idx, t + 1],
+        achieved_goal=episodes.achieved_goal[episode_idx, t],
+        next_achieved_goal=next_achieved_goal,
+        desired_goal=goal,
+        action=episodes.action[episode_idx, t],
+        reward=reward,
+    )
+
+
+def buffer_add(state: BufferState, episodes: Episodes) -> BufferState:
+    """Writes a batch of episodes into the ring, overwriting the oldest.
+
+    Args:
+        state: buffer with ring size ``E``.
+        episodes: ``B`` episodes shaped like the ring's, ``[B, ...]``; ``B <= E``
+            so the written slots are distinct.
+
+    Returns:
+        The new state; ``insert_pos`` advances by ``B`` mod ``E`` and ``size``
+        saturates at ``E``.
+    """
+    ring = state.episodes
+    n_slots = ring.obs.shape[0]
+    batch = episodes.obs.shape[0]
+    chex.assert_trees_all_equal_shapes(
+        jax.tree.map(lambda x: x[0], ring), jax.tree.map(lambda x: x[0], episodes)
+    )
+    chex.assert_tree_shape_prefix(episodes, (batch,))
+    if batch > n_slots:
+        raise ValueError(
+            f"cannot add {batch} episodes at once to a ring of {n_slots} episodes"
+        )
+    slots = (state.insert_pos + jnp.arange(batch, dtype=jnp.int32)) % n_slots
+    new_ring = jax.tree.map(
+        lambda stored, new: stored.at[slots].set(new.astype(stored.dtype)), ring, episodes
+    )
+    return BufferState(
+        episodes=new_ring,
+        insert_pos=(state.insert_pos + batch) % n_slots,
+        size=jnp.minimum(state.size + batch, n_slots),
+    )
+
+
+def make_her_buffer(
+    *,
+    capacity: int = 1_000_000,
+    horizon: int,
+    obs_dim: int,
+    goal_dim: int,
+    act_dim: int,
+    compute_reward: RewardFn,
+    strategy: str = "future",
+    replay_k: float = 4,
+    dtype: jnp.dtype = jnp.float32,
+) -> HerBuffer:
+    """Builds a HER replay buffer holding ``capacity // horizon`` whole episodes.
+
+    Args:
+        capacity: size in transitions, like baselines' ``buffer_size``.
+        horizon: episode length ``T``.
+        obs_dim: observation size.
+        goal_dim: goal size.
+        act_dim: action size.
+        compute_reward: pure ``(ag [..., goal_dim], g [..., goal_dim]) -> [...]`` float32.
+        strategy: relabelling strategy, see ``sample_her_transitions``.
+        replay_k: relabelled goals per original goal; ``future_p = 1 - 1/(1+replay_k)``.
+        dtype: storage dtype of all arrays.
+
+    Returns:
+        ``HerBuffer(init, add, sample)``.
+
+    Raises:
+        ValueError: for an unknown strategy or a capacity below one episode.
+    """
+    validate_strategy(strategy)
+    n_slots = episode_capacity(capacity, horizon)
+    if n_slots < 1:
+        raise ValueError(f"capacity {capacity} holds no episode of horizon {horizon}")
+    future_p = future_p_from_replay_k(replay_k)
+
+    def init() -> BufferState:
+        return BufferState(
+            episodes=Episodes(
+                obs=jnp.zeros((n_slots, horizon + 1, obs_dim), dtype),
+                achieved_goal=jnp.zeros((n_slots, horizon + 1, goal_dim), dtype),
+                desired_goal=jnp.zeros((n_slots, horizon, goal_dim), dtype),
+                action=jnp.zeros((n_slots, horizon, act_dim), dtype),
+            ),
+            insert_pos=jnp.zeros((), jnp.int32),
+            size=jnp.zeros((), jnp.int32),
+        )
+
+    def sample(state: BufferState, key: jax.Array, batch_size: int) -> Transitions:
+        """Samples ``batch_size`` HER transitions from the valid episodes (size >= 1)."""
+        return sample_her_transitions(
+            state.episodes,
+            key,
+            batch_size,
+            compute_reward=compute_reward,
+            strategy=strategy,
+            future_p=future_p,
+            n_valid=state.size,
+        )
+
+    return HerBuffer(init=init, add=buffer_add, sample=sample)
