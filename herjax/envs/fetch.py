@@ -22,7 +22,7 @@ REWARD_TYPES = ("sparse", "dense")
 # The original loops until one does; for Slide a candidate is rejected with p ~= 0.79, so 64 candidates
 # all fail with p ~= 2e-7, and then the farthest one is kept.
 _OBJECT_CANDIDATES = 64
-_MOCAP_QUAT_DELTA = jnp.array([1.0, 0.0, 1.0, 0.0])
+_MOCAP_QUAT_DELTA = np.array([1.0, 0.0, 1.0, 0.0])  # numpy: importing must not run JAX
 
 
 @dataclasses.dataclass(frozen=True)
