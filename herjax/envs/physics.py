@@ -108,6 +108,9 @@ MJX_SOLVER = {"iterations": 10, "ls_iterations": 10, "tolerance": 1e-6}
 def _make_mjx(m: mujoco.MjModel, n_substeps: int, locked_qpos: tuple[int, ...]) -> Physics:
     from mujoco import mjx
 
+    # MJX's own pipeline plus C MuJoCo's J-dot-v term of the mocap weld, which MJX 3.17 leaves out.
+    from herjax.envs import mjx_jdotv
+
     m = copy.deepcopy(m)
     for name, value in MJX_SOLVER.items():
         setattr(m.opt, name, value)
@@ -124,11 +127,11 @@ def _make_mjx(m: mujoco.MjModel, n_substeps: int, locked_qpos: tuple[int, ...]) 
         return s._replace(qpos=d.qpos, qvel=d.qvel, qacc_warmstart=d.qacc_warmstart, sensordata=d.sensordata)
 
     def forward(s: PhysState) -> PhysState:
-        return from_data(mjx.forward(mx, to_data(s)), s)
+        return from_data(mjx_jdotv.forward(mx, to_data(s)), s)
 
     def step(s: PhysState) -> PhysState:
-        d = jax.lax.fori_loop(0, n_substeps, lambda _, d: mjx.step(mx, d), to_data(s))
-        d = mjx.forward(mx, d.replace(qpos=_lock(d.qpos, locked_qpos)))
+        d = jax.lax.fori_loop(0, n_substeps, lambda _, d: mjx_jdotv.step(mx, d), to_data(s))
+        d = mjx_jdotv.forward(mx, d.replace(qpos=_lock(d.qpos, locked_qpos)))
         return from_data(d, s)
 
     return Physics(forward=forward, step=step, backend="mjx")
