@@ -46,7 +46,8 @@ def main() -> int:
         if match:
             figures[name] = dict(zip(fields, map(float, match.groups())))
     outcomes = {test: status for status, test in re.findall(r"^(PASSED|FAILED) (tests/test_parity.py::\S+)", out, re.M)}
-    summary = out.strip().splitlines()[-1]
+    lines = [line for line in out.splitlines() if re.search(r"\d+ (passed|failed)", line)]
+    summary = lines[-1].strip("= ") if lines else "no pytest summary line"
     result = {"machine": machine, "backend": args.backend, "summary": summary, "tests": outcomes, "figures": figures}
     path = os.path.join(ROOT, "benchmarks", "results", f"parity_{args.backend}_{machine['jax_backend']}.json")
     with open(path, "w") as f:
