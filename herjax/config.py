@@ -15,6 +15,10 @@ Defaults are baselines' ``her`` defaults (``DDPGConfig`` holds the agent's and t
   gradient of ``ddpg.batch_size 4864``. An epoch of 50 cycles is then 95k env steps, as in the paper. The same
   as ``num_envs=38 ddpg.batch_size=4864``. On these 2 CPU cores it is learning-bound (~600 env steps/s).
 
+**Groups.** ``env=`` picks the task (``herjax.envs.names()``) and ``alg=`` the algorithm (``herjax.algs``);
+each algorithm's hyper-parameters live in its own section (``ddpg.*`` for ``ddpg_her``), which ``TrainConfig``
+gets from the registry, so a new algorithm needs no edit here.
+
 Evaluation runs ``n_test_rollouts`` rounds of ``num_envs`` deterministic episodes, i.e. ``n_test_rollouts *
 num_envs`` episodes per epoch, as each baselines worker calls its evaluator (``rollout_batch_size`` envs)
 ``n_test_rollouts`` times.
@@ -29,11 +33,14 @@ import os
 import typing
 from typing import Any, Optional, Sequence, Tuple, Union
 
-from herjax.agents.ddpg import DDPGConfig
+from herjax import algs as algs_lib
 from herjax.envs import names as env_names
 from herjax.replay.her import STRATEGIES
 
-ALGS = ("ddpg_her",)
+ALGS = tuple(algs_lib.names())
+# Keys that steer a run without changing what it computes: ``resume=`` may change them, ``herjax.plot`` ignores
+# them (and ``seed``, ``run_dir``) when it groups runs of one config.
+RUN_CONTROL_KEYS = ("total_env_steps", "stop_success", "save_every", "keep_every")
 BACKENDS = ("auto", "mujoco", "mjx")
 SCALES = {
     "single": {},
@@ -54,12 +61,12 @@ class ConfigError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """A DDPG+HER training run.
+class RunConfig:
+    """The fields of a run that every algorithm shares; ``TrainConfig`` adds one section per algorithm.
 
     Attributes:
         env: env name, see ``herjax.envs.names()``.
-        alg: algorithm; only ``ddpg_her``.
+        alg: algorithm, see ``herjax.algs.names()``; its hyper-parameters are the section it names.
         scale: preset, ``single`` or ``paper`` (see the module docstring); applied by ``load``.
         seed: seed of the run's PRNG key.
         total_env_steps: env-step budget; the run does ``ceil(total_env_steps / steps_per_epoch)`` epochs.
@@ -68,9 +75,13 @@ class TrainConfig:
         n_cycles: cycles per epoch; ``None``: 10 for ``fetch_reach*``, else 50.
         n_test_rollouts: evaluation rounds of ``num_envs`` deterministic episodes after each epoch.
         backend: physics engine, ``auto`` (C MuJoCo on CPU, MJX on GPU), ``mujoco`` or ``mjx``.
-        run_dir: where ``config.yaml`` and ``progress.csv`` go; ``None``: ``runs/<env>/<alg>/<timestamp>``.
+        run_dir: where ``config.yaml``, ``progress.csv``, TensorBoard events and ``checkpoints/`` go; ``None``:
+            ``runs/<env>/<alg>/<timestamp>``.
         stop_success: stop after the first epoch whose test success rate is at least this; ``None``: never.
-        ddpg: agent and replay hyper-parameters (``ddpg.batch_size``, ``ddpg.n_batches``, ``ddpg.replay_k``...).
+        save_every: save the ``latest`` checkpoint every this many epochs (and always after the last one, and
+            on SIGINT/SIGTERM).
+        keep_every: also keep a permanent checkpoint every this many epochs (``checkpoints/periodic``);
+            ``None``: none.
     """
 
     env: str = "fetch_reach"
@@ -84,7 +95,24 @@ class TrainConfig:
     backend: str = "auto"
     run_dir: Optional[str] = None
     stop_success: Optional[float] = None
-    ddpg: DDPGConfig = dataclasses.field(default_factory=DDPGConfig)
+    save_every: int = 1
+    keep_every: Optional[int] = None
+
+
+def _make_train_config() -> type:
+    """``RunConfig`` plus one field per registered algorithm section (``ddpg: DDPGConfig`` ...)."""
+    sections = [(name, cls, dataclasses.field(default_factory=cls)) for name, cls in algs_lib.sections().items()]
+    cls = dataclasses.make_dataclass("TrainConfig", sections, bases=(RunConfig,), frozen=True)
+    cls.__module__ = __name__
+    cls.__doc__ = (
+        "A training run: the ``RunConfig`` fields, then one section per algorithm of ``herjax.algs`` ("
+        + ", ".join(f"``{name}: {c.__name__}``" for name, c in algs_lib.sections().items())
+        + "). Only the section of ``alg`` is used."
+    )
+    return cls
+
+
+TrainConfig = _make_train_config()
 
 
 def _base_env(env: str) -> str:
@@ -156,13 +184,27 @@ def validate(cfg: TrainConfig, horizon: int = 50) -> TrainConfig:
     _choice("alg", cfg.alg, ALGS)
     _choice("scale", cfg.scale, tuple(SCALES))
     _choice("backend", cfg.backend, BACKENDS)
-    d = cfg.ddpg
-    _choice("ddpg.replay_strategy", d.replay_strategy, STRATEGIES)
     for name, value in [("total_env_steps", cfg.total_env_steps), ("num_envs", cfg.num_envs),
                         ("n_cycles", cfg.n_cycles), ("n_test_rollouts", cfg.n_test_rollouts),
-                        ("ddpg.batch_size", d.batch_size), ("ddpg.buffer_size", d.buffer_size)]:
+                        ("save_every", cfg.save_every), ("keep_every", cfg.keep_every)]:
         if value is not None:
             _check(value > 0, name, value, "> 0")
+    if cfg.stop_success is not None:
+        _check(0.0 <= cfg.stop_success <= 1.0, "stop_success", cfg.stop_success, "in [0, 1] or null")
+    if algs_lib.get(cfg.alg).section == "ddpg":
+        _validate_ddpg(cfg, horizon)
+    else:
+        check = getattr(algs_lib.implementation(cfg.alg), "validate", None)
+        if check is not None:
+            check(cfg)
+    return cfg
+
+
+def _validate_ddpg(cfg: TrainConfig, horizon: int) -> None:
+    d = cfg.ddpg
+    _choice("ddpg.replay_strategy", d.replay_strategy, STRATEGIES)
+    for name, value in [("ddpg.batch_size", d.batch_size), ("ddpg.buffer_size", d.buffer_size)]:
+        _check(value > 0, name, value, "> 0")
     _check(d.n_batches >= 0, "ddpg.n_batches", d.n_batches, ">= 0")
     _check(len(d.hidden) > 0 and all(h > 0 for h in d.hidden), "ddpg.hidden", list(d.hidden),
            "a non-empty list of positive sizes")
@@ -179,14 +221,18 @@ def validate(cfg: TrainConfig, horizon: int = 50) -> TrainConfig:
         _check(0.0 < d.gamma <= 1.0, "ddpg.gamma", d.gamma, "in (0, 1] or null (1 - 1/T)")
     if not isinstance(d.clip_return, bool):
         _check(d.clip_return > 0, "ddpg.clip_return", d.clip_return, "true, false or a float > 0")
-    if cfg.stop_success is not None:
-        _check(0.0 <= cfg.stop_success <= 1.0, "stop_success", cfg.stop_success, "in [0, 1] or null")
     if d.buffer_size // horizon < cfg.num_envs:
         raise ConfigError(
             f"bad value {d.buffer_size!r} for ddpg.buffer_size: must hold at least num_envs={cfg.num_envs} "
             f"episodes of {horizon} steps (>= {cfg.num_envs * horizon})"
         )
-    return cfg
+
+
+def _default_budget(alg: str, base_env: str) -> int:
+    """The env-step budget when none is given: the algorithm module's own table where it has one."""
+    module = algs_lib.implementation(alg)
+    table = getattr(module, "DEFAULT_TOTAL_ENV_STEPS", DEFAULT_TOTAL_ENV_STEPS)
+    return table[base_env]
 
 
 def resolve(cfg: TrainConfig) -> TrainConfig:
@@ -200,7 +246,7 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     return dataclasses.replace(
         cfg,
         n_cycles=default_n_cycles(cfg.env) if cfg.n_cycles is None else cfg.n_cycles,
-        total_env_steps=DEFAULT_TOTAL_ENV_STEPS[base] if cfg.total_env_steps is None else cfg.total_env_steps,
+        total_env_steps=_default_budget(cfg.alg, base) if cfg.total_env_steps is None else cfg.total_env_steps,
         run_dir=run_dir,
     )
 
@@ -321,9 +367,12 @@ def _integral(value: str) -> str:
     return str(int(number)) if number.is_integer() and abs(number) < 2**62 else value
 
 
-def parse_overrides(overrides: Sequence[str], base: Optional[TrainConfig] = None) -> TrainConfig:
-    """``["key=value", ...]`` -> an unresolved ``TrainConfig``: defaults (or ``base``), the ``scale`` preset, then
-    the overrides in order. Raises ``ConfigError`` for a malformed argument, an unknown key or a wrong type."""
+def parse_overrides(
+    overrides: Sequence[str], base: Optional[TrainConfig] = None, *, apply_scale: bool = True
+) -> TrainConfig:
+    """``["key=value", ...]`` -> an unresolved ``TrainConfig``: defaults (or ``base``), the ``scale`` preset (unless
+    ``apply_scale`` is False, e.g. on top of a saved config, which has it applied already), then the overrides in
+    order. Raises ``ConfigError`` for a malformed argument, an unknown key or a wrong type."""
     from omegaconf import OmegaConf
     from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
@@ -337,6 +386,19 @@ def parse_overrides(overrides: Sequence[str], base: Optional[TrainConfig] = None
         if key not in types:
             raise _unknown_key(key)
         pairs.append((key, _integral(value) if _wants_int(types[key]) else value))
+    alg = base.alg if base is not None else TrainConfig.alg
+    for key, value in pairs:
+        if key == "alg":
+            alg = value
+    if alg in algs_lib.REGISTRY:
+        active = algs_lib.get(alg).section
+        for key, _ in pairs:
+            section = key.split(".", 1)[0]
+            if "." in key and section != active and section in algs_lib.sections():
+                owners = [n for n, a in algs_lib.REGISTRY.items() if a.section == section]
+                raise ConfigError(
+                    f"key {key!r} belongs to alg={'/'.join(owners)}, but alg={alg} (its keys are {active}.*)"
+                )
     scale = base.scale if base is not None else TrainConfig.scale
     for key, value in pairs:
         if key == "scale":
@@ -347,7 +409,7 @@ def parse_overrides(overrides: Sequence[str], base: Optional[TrainConfig] = None
     schema = OmegaConf.structured(_schema(TrainConfig))
     if base is not None:
         schema = OmegaConf.merge(schema, _to_container(base))
-    preset = [f"{k}={v}" for k, v in SCALES[scale].items()]
+    preset = [f"{k}={v}" for k, v in SCALES[scale].items()] if apply_scale else []
     merged = schema
     for key, value in [tuple(p.split("=", 1)) for p in preset] + pairs:
         try:
@@ -390,13 +452,54 @@ def to_yaml(cfg: TrainConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.create(_to_container(cfg)))
 
 
-def usage() -> str:
-    """Every key with its default, for ``--help``."""
-    defaults = _to_container(TrainConfig())
-    lines = []
+def flat_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """``{dotted_key: value}`` of every leaf field (lists for sequences)."""
+    out = {}
     for key in keys():
+        value = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        out[key] = _to_container(value)
+    return out
+
+
+def from_yaml(text: str) -> TrainConfig:
+    """The resolved, validated ``TrainConfig`` of a ``config.yaml`` (what ``to_yaml`` wrote). Raises
+    ``ConfigError`` (one line) for a malformed file, an unknown key or a bad value."""
+    import yaml
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        saved = OmegaConf.create(text)
+        merged = OmegaConf.merge(OmegaConf.structured(_schema(TrainConfig)), saved)
+        container = OmegaConf.to_container(merged, resolve=True)
+    except (OmegaConfBaseException, yaml.YAMLError, ValueError, TypeError) as e:
+        raise ConfigError(" ".join(str(e).split()).split(" full_key:")[0]) from None
+    if not isinstance(container, dict):
+        raise ConfigError("not a mapping of keys to values")
+    return resolve(_from_container(TrainConfig, container))
+
+
+def usage() -> str:
+    """The config groups and every key with its default, for ``--help``."""
+    defaults = _to_container(TrainConfig())
+    sections = algs_lib.sections()
+
+    def default(key: str) -> str:
         value = defaults
         for part in key.split("."):
             value = value[part]
-        lines.append(f"  {key}={_dotlist_value(value)}")
+        return _dotlist_value(value)
+
+    lines = ["config groups:", f"  env=NAME   one of: {', '.join(env_names())} (default {TrainConfig.env})"]
+    for name, alg in algs_lib.REGISTRY.items():
+        note = " (default)" if name == TrainConfig.alg else ""
+        lines.append(f"  alg={name}{note}   hyper-parameters: {alg.section}.*")
+    lines += ["", "keys and defaults:"]
+    lines += [f"  {key}={default(key)}" for key in keys() if key.split(".", 1)[0] not in sections]
+    for section in sections:
+        owners = ", ".join(n for n, a in algs_lib.REGISTRY.items() if a.section == section)
+        lines += ["", f"  {section}.* (alg={owners}):"]
+        lines += [f"  {key}={default(key)}" for key in keys() if key.split(".", 1)[0] == section]
     return "\n".join(lines)

@@ -279,6 +279,12 @@ def run_epoch(
     return ts.replace(key=key, epoch=ts.epoch + 1), metrics
 
 
+def greedy_policy(trainer: Trainer, state: TrainState) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
+    """The deterministic policy of ``state`` (``herjax.algs`` protocol): ``(obs [B, obs_dim], goal [B, goal_dim],
+    key) -> action [B, act_dim]``, the policy ``evaluate`` runs."""
+    return lambda obs, goal, key: trainer.agent.act(state.agent, obs, goal, key, deterministic=True)
+
+
 def init_state(key: jax.Array, *, agent: DDPGAgent, buffer: HerBuffer) -> TrainState:
     """A fresh run: new networks, an empty buffer, zero counters."""
     agent_key, key = jax.random.split(key)

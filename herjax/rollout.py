@@ -10,7 +10,7 @@ exactly ``env.episode_length`` steps, as baselines' ``RolloutWorker.generate_rol
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import chex
 import jax
@@ -30,11 +30,14 @@ class RolloutInfo(NamedTuple):
             averages).
         episode_return: ``[B]`` float, the undiscounted sum of the env's rewards.
         final_state: the batched env ``State`` after the last step (leaves ``[B, ...]``).
+        physics: with ``record_physics=True``, the ``PhysState`` at reset and after every step (leaves
+            ``[B, T+1, ...]``), e.g. to render the episodes; else ``None``.
     """
 
     is_success: jax.Array
     episode_return: jax.Array
     final_state: State
+    physics: Any = None
 
 
 class _Step(NamedTuple):
@@ -48,7 +51,7 @@ class _Step(NamedTuple):
 
 
 def collect_episodes(
-    env: FetchEnv, policy_fn: PolicyFn, key: jax.Array, num_envs: int
+    env: FetchEnv, policy_fn: PolicyFn, key: jax.Array, num_envs: int, *, record_physics: bool = False
 ) -> tuple[Episodes, RolloutInfo]:
     """Runs ``num_envs`` fresh episodes of ``T = env.episode_length`` steps.
 
@@ -58,6 +61,7 @@ def collect_episodes(
             pure; it is called once per step with a fresh key.
         key: PRNG key for the resets and the policy's noise.
         num_envs: static batch size ``B``.
+        record_physics: static; also return every step's physical state in ``info.physics``.
 
     Returns:
         ``(episodes, info)``: ``Episodes`` with ``obs [B, T+1, obs_dim]``, ``achieved_goal [B, T+1, goal_dim]``,
@@ -82,13 +86,17 @@ def collect_episodes(
             action=action.astype(obs.dtype),
             reward=next_state.reward,
         )
-        return next_state, record
+        return next_state, (record, next_state.physics if record_physics else None)
 
-    final, traj = jax.lax.scan(step, state, jax.random.split(policy_key, horizon))
+    final, (traj, physics) = jax.lax.scan(step, state, jax.random.split(policy_key, horizon))
 
     def with_last(stepped: jax.Array, last: jax.Array) -> jax.Array:
         # [T, B, d] + [B, d] -> [B, T+1, d]: the observation after the last action closes the episode.
         return jnp.swapaxes(jnp.concatenate([stepped, last[None]], axis=0), 0, 1)
+
+    def with_first(stepped: jax.Array, first: jax.Array) -> jax.Array:
+        # [T, B, ...] after each step + [B, ...] at reset -> [B, T+1, ...].
+        return jnp.swapaxes(jnp.concatenate([first[None], stepped], axis=0), 0, 1)
 
     episodes = Episodes(
         obs=with_last(traj.obs, final.obs["observation"]),
@@ -100,5 +108,6 @@ def collect_episodes(
         is_success=final.info["is_success"],
         episode_return=jnp.sum(traj.reward, axis=0),
         final_state=final,
+        physics=jax.tree.map(with_first, physics, state.physics) if record_physics else None,
     )
     return episodes, info

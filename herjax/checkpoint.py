@@ -1,0 +1,398 @@
+"""Checkpoints of a run, with orbax-checkpoint (host side: NOT pure, it reads and writes files).
+
+A run directory holds three kinds of checkpoint, each a folder of orbax steps named by epoch::
+
+    <run_dir>/checkpoints/latest/<epoch>/    every ``save_every`` epochs, after the last epoch and on a signal;
+                                             the two newest are kept
+    <run_dir>/checkpoints/best/<epoch>/      the epoch with the highest test success so far (ties: the latest)
+    <run_dir>/checkpoints/periodic/<epoch>/  every ``keep_every`` epochs, never deleted
+
+Each step holds two items: ``state``, the whole training state pytree of the algorithm (for DDPG+HER the
+``loops.TrainState``: online and target parameters, optimiser states, normaliser statistics, the replay
+buffer, the PRNG key and the counters), and ``meta``, JSON with what the host loop needs to go on exactly: the
+``progress.csv`` rows so far, the wall-clock seconds so far and the best test success.
+
+**Atomicity.** orbax writes a step into ``<epoch>.orbax-checkpoint-tmp-*`` and renames it into place only
+when every file is written, so a crash or a kill during a save leaves at most a temporary folder, which is
+never listed as a step (and is removed when the run is next opened). Each finished step also records the
+size and CRC-32 of its files (``herjax_checksums.json``), so damage after the save is caught before orbax reads
+the step. ``restore`` goes from the newest step to older ones (of every kind) and uses the first that verifies
+and reads back; a step it cannot use is reported and skipped, so one damaged checkpoint costs at most the
+epochs since the one before it.
+
+    ckpt = Checkpointer(run_dir)
+    ckpt.save("latest", state, meta)
+    state, meta, where = restore(run_dir, abstract_state)      # newest readable
+    run = load_run(run_dir, "best")                             # config, env, trainer and state, for play/export
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import warnings
+import zlib
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+KINDS = ("latest", "best", "periodic")
+KEEP_LATEST = 2
+CHECKSUMS = "herjax_checksums.json"
+
+
+class CheckpointError(RuntimeError):
+    """No readable checkpoint (or no run) where one was expected; the message is one line."""
+
+
+def checkpoint_dir(run_dir: str, kind: str) -> str:
+    if kind not in KINDS:
+        raise ValueError(f"unknown checkpoint kind {kind!r}; valid: {', '.join(KINDS)}")
+    return os.path.abspath(os.path.join(run_dir, "checkpoints", kind))  # orbax takes absolute paths only
+
+
+def _is_key(x: Any) -> bool:
+    return jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _to_saveable(tree: Any) -> Any:
+    """What orbax can write: typed PRNG keys -> their raw ``uint32`` data, and empty arrays (e.g. the controls of
+    an env without actuators, in a state that carries envs) -> a one-element placeholder."""
+
+    def leaf(x: Any) -> Any:
+        if _is_key(x):
+            return jax.random.key_data(x)
+        return jnp.zeros((1,), x.dtype) if math.prod(x.shape) == 0 else x
+
+    return jax.tree.map(leaf, tree)
+
+
+def _from_saveable(tree: Any, abstract: Any) -> Any:
+    """Inverse of ``_to_saveable``, the key implementation and empty shapes taken from ``abstract``."""
+
+    def leaf(x: Any, a: Any) -> Any:
+        if _is_key(a):
+            # An abstract key's dtype carries its PRNG implementation; jax.random.key_impl takes concrete keys only.
+            return jax.random.wrap_key_data(x, impl=a.dtype._impl)
+        return jnp.zeros(a.shape, a.dtype) if math.prod(a.shape) == 0 else x
+
+    return jax.tree.map(leaf, tree, abstract)
+
+
+def abstract_state(trainer: Any) -> Any:
+    """The shapes and dtypes of ``trainer.init``'s state, computed without allocating it."""
+    return jax.eval_shape(trainer.init, jax.random.key(0))
+
+
+def _restore_target(abstract: Any) -> Any:
+    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    saveable = jax.eval_shape(_to_saveable, abstract)
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), saveable)
+
+
+def _quiet_orbax() -> None:
+    # orbax logs every save and restore at INFO through absl; a run's console is for its progress.
+    logging.getLogger("absl").setLevel(logging.WARNING)
+
+
+def _manager(run_dir: str, kind: str):
+    import orbax.checkpoint as ocp
+
+    _quiet_orbax()
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep={"latest": KEEP_LATEST, "best": 1, "periodic": None}[kind],
+        enable_async_checkpointing=False,  # run_epoch donates the state: a save must end before the next epoch
+        cleanup_tmp_directories=True,
+    )
+    return ocp.CheckpointManager(checkpoint_dir(run_dir, kind), options=options)
+
+
+def steps(run_dir: str, kind: str) -> list[int]:
+    """The finished steps (epochs) of ``kind``, oldest first; temporary folders of unfinished saves excluded."""
+    path = checkpoint_dir(run_dir, kind)
+    if not os.path.isdir(path):
+        return []
+    import orbax.checkpoint as ocp
+
+    _quiet_orbax()
+    return sorted(s for s in ocp.utils.checkpoint_steps(path) if s is not None)
+
+
+class Checkpointer:
+    """Writes the checkpoints of one run (see the module docstring); one orbax manager per kind."""
+
+    def __init__(self, run_dir: str):
+        self.run_dir = run_dir
+        self._managers: dict[str, Any] = {}
+
+    def _get(self, kind: str):
+        if kind not in self._managers:
+            self._managers[kind] = _manager(self.run_dir, kind)
+        return self._managers[kind]
+
+    def save(self, kind: str, state: Any, meta: dict) -> None:
+        """Saves ``state`` and ``meta`` (JSON-able, with an integer ``epoch``) as step ``meta['epoch']``."""
+        import orbax.checkpoint as ocp
+
+        manager = self._get(kind)
+        epoch = int(meta["epoch"])
+        if epoch in manager.all_steps():  # a step left over from before a fallback: this one supersedes it
+            manager.delete(epoch)
+        args = ocp.args.Composite(state=ocp.args.PyTreeSave(_to_saveable(state)), meta=ocp.args.JsonSave(meta))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            manager.save(epoch, args=args, force=True)
+        manager.wait_until_finished()
+        _write_checksums(os.path.join(checkpoint_dir(self.run_dir, kind), str(epoch)))
+
+    def drop_after(self, epoch: int) -> list[str]:
+        """Deletes every step newer than ``epoch`` (of every kind); returns what it deleted. A run resumed from
+        ``epoch`` recomputes those epochs exactly, so nothing is lost."""
+        dropped = []
+        for kind in KINDS:
+            for step in steps(self.run_dir, kind):
+                if step > epoch:
+                    shutil.rmtree(os.path.join(checkpoint_dir(self.run_dir, kind), str(step)))
+                    dropped.append(f"{kind}/{step}")
+        for manager in self._managers.values():
+            manager.reload()
+        return dropped
+
+    def close(self) -> None:
+        for manager in self._managers.values():
+            manager.close()
+        self._managers.clear()
+
+
+def _file_checksums(step_dir: str) -> dict[str, list[int]]:
+    out = {}
+    for root, _, files in os.walk(step_dir):
+        for name in files:
+            path = os.path.join(root, name)
+            relative = os.path.relpath(path, step_dir)
+            if relative.startswith(CHECKSUMS):
+                continue
+            crc = 0
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 22), b""):
+                    crc = zlib.crc32(block, crc)
+            out[relative] = [os.path.getsize(path), crc]
+    return out
+
+
+def _write_checksums(step_dir: str) -> None:
+    """Records the size and CRC-32 of every file of a finished step (``herjax_checksums.json``, written
+    atomically), so that a damaged step is recognised before orbax reads it."""
+    tmp = os.path.join(step_dir, CHECKSUMS + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(_file_checksums(step_dir), f)
+    os.replace(tmp, os.path.join(step_dir, CHECKSUMS))
+
+
+def verify(step_dir: str) -> None:
+    """Raises ``CheckpointError`` naming the first file of ``step_dir`` that is missing or differs from its
+    recorded size and CRC-32. A step saved without checksums (a crash between orbax's rename and the checksum
+    file) passes unverified."""
+    path = os.path.join(step_dir, CHECKSUMS)
+    if not os.path.isfile(path):
+        return
+    with open(path) as f:
+        expected = json.load(f)
+    actual = _file_checksums(step_dir)
+    for name, (size, crc) in expected.items():
+        if name not in actual:
+            raise CheckpointError(f"file {name} is missing")
+        if actual[name][0] != size:
+            raise CheckpointError(f"file {name} has {actual[name][0]} bytes, expected {size}")
+        if actual[name][1] != crc:
+            raise CheckpointError(f"file {name} fails its CRC-32 check")
+
+
+def _restore_step(run_dir: str, kind: str, step: int, abstract: Any) -> tuple[Any, dict]:
+    import orbax.checkpoint as ocp
+
+    _quiet_orbax()
+    path = os.path.abspath(os.path.join(checkpoint_dir(run_dir, kind), str(step)))
+    verify(path)
+    # Plain checkpointers, not a manager: a manager closed after a failed read leaves asyncio noise on stderr.
+    with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as checkpointer:
+        meta = dict(checkpointer.restore(os.path.join(path, "meta"), args=ocp.args.JsonRestore()))
+    if int(meta.get("epoch", -1)) != step:
+        raise CheckpointError(f"{kind}/{step} holds epoch {meta.get('epoch')!r}")
+    target = _restore_target(abstract)
+    restore_args = ocp.checkpoint_utils.construct_restore_args(target)
+    with ocp.PyTreeCheckpointer() as checkpointer:
+        restored = checkpointer.restore(
+            os.path.join(path, "state"), args=ocp.args.PyTreeRestore(target, restore_args=restore_args)
+        )
+    state = _from_saveable(restored, abstract)
+    if int(state.epoch) != step:
+        raise CheckpointError(f"{kind}/{step} holds a state of epoch {int(state.epoch)}")
+    return state, meta
+
+
+class _DropOrphanedReads(logging.Filter):
+    """Drops asyncio's "Task exception was never retrieved" for orbax's reads of a step that failed to restore."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        orphan = message.startswith(("Task exception was never retrieved", "Future exception was never retrieved"))
+        return not (orphan and any(word in message for word in ("async_deserialize", "tensorstore", "zarr")))
+
+
+def _quiet_failed_restore() -> None:
+    """Silences the aftermath of a step that failed to restore (the failure itself is reported as one line).
+
+    When one array of a step cannot be read, orbax abandons the step's other reads: each later reaches the
+    ``asyncio`` logger as "Task (or Future) exception was never retrieved" with a long traceback, or raises
+    ``RuntimeError('Event loop is closed')`` from a tensorstore thread into ``sys.unraisablehook``, long after
+    the failure was handled. Drop exactly those two; everything else goes through.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "_herjax_filter", False):
+        return
+
+    def hook(unraisable: Any) -> None:
+        value = unraisable.exc_value
+        if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
+            return
+        previous(unraisable)
+
+    hook._herjax_filter = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
+    logging.getLogger("asyncio").addFilter(_DropOrphanedReads())
+
+
+def candidates(run_dir: str, kinds: tuple[str, ...] = KINDS) -> list[tuple[str, int]]:
+    """``(kind, epoch)`` of every finished step, newest epoch first (``latest`` before the others on a tie)."""
+    found = [(kind, step) for kind in kinds for step in steps(run_dir, kind)]
+    return sorted(found, key=lambda ks: (-ks[1], kinds.index(ks[0])))
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def restore(
+    run_dir: str,
+    abstract: Any,
+    *,
+    kinds: tuple[str, ...] = KINDS,
+    warn: Optional[Callable[[str], None]] = None,
+) -> tuple[Any, dict, str]:
+    """The newest readable checkpoint among ``kinds``.
+
+    Args:
+        run_dir: the run directory.
+        abstract: the state's shapes (``abstract_state(trainer)``).
+        kinds: which kinds to consider, in order of preference on equal epochs.
+        warn: called with one line for each step that could not be read (and is skipped).
+
+    Returns:
+        ``(state, meta, "kind/epoch")``. Raises ``CheckpointError`` if none reads back.
+    """
+    tried = []
+    _quiet_failed_restore()  # before the first read: the noise of a failed one can come at any time after it
+    for kind, step in candidates(run_dir, kinds):
+        try:
+            state, meta = _restore_step(run_dir, kind, step, abstract)
+        except Exception as e:  # noqa: BLE001 -- any failure to read a step means: try the one before it
+            tried.append(f"{kind}/{step}")
+            if warn is not None:
+                warn(f"checkpoint {kind}/{step} is unreadable ({_one_line(e)}); trying an older one")
+            continue
+        return state, meta, f"{kind}/{step}"
+    where = os.path.join(run_dir, "checkpoints")
+    if tried:
+        raise CheckpointError(f"no readable checkpoint in {where} (tried {', '.join(tried)})")
+    raise CheckpointError(f"no checkpoint in {where} ({'/'.join(kinds)})")
+
+
+class LoadedRun(NamedTuple):
+    """A run brought back from disk (see ``load_run``).
+
+    Attributes:
+        config: the run's resolved ``TrainConfig``.
+        env: its env.
+        trainer: its ``Trainer`` (nothing compiled yet).
+        state: the restored training state.
+        meta: the checkpoint's host-side record (``epoch``, ``history`` ...).
+        where: which checkpoint, ``kind/epoch``.
+        impl: the algorithm's module (``herjax.algs.implementation``).
+    """
+
+    config: Any
+    env: Any
+    trainer: Any
+    state: Any
+    meta: dict
+    where: str
+    impl: Any
+
+
+def read_config(run_dir: str) -> Any:
+    """The resolved ``TrainConfig`` a run saved in ``config.yaml``. Raises ``CheckpointError`` (one line) when
+    ``run_dir`` is not a run directory or its config does not load."""
+    from herjax import config as config_lib
+
+    if not os.path.isdir(run_dir):
+        raise CheckpointError(f"run directory {run_dir!r} does not exist")
+    path = os.path.join(run_dir, "config.yaml")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{run_dir!r} is not a herjax run directory: it has no config.yaml")
+    try:
+        with open(path) as f:
+            return config_lib.from_yaml(f.read())
+    except (OSError, UnicodeDecodeError, config_lib.ConfigError) as e:
+        raise CheckpointError(f"cannot read {path}: {_one_line(e)}") from None
+
+
+def import_env_dependencies_quietly() -> None:
+    """Imports gymnasium-robotics (whose assets the env models are built from) with stderr silenced: on import,
+    1.4.2 prints a notice about the reward functions of its Adroit hand envs, which concerns no Fetch task and
+    would be the only stray line of a run's stderr (a bad resume directory must print exactly one line)."""
+    if "gymnasium_robotics" in sys.modules:
+        return
+    with contextlib.redirect_stderr(io.StringIO()):
+        import gymnasium_robotics  # noqa: F401
+
+
+def load_run(run_dir: str, checkpoint: str = "best", *, backend: Optional[str] = None) -> LoadedRun:
+    """Rebuilds a saved run: its config, env and trainer, and the state of its ``checkpoint`` (``best`` or
+    ``latest``; ``best`` falls back to ``latest`` if the run has none).
+
+    Args:
+        run_dir: the run directory.
+        checkpoint: ``best`` or ``latest``.
+        backend: physics engine to build the env on; ``None``: the run's own (``auto`` by default).
+
+    Raises ``CheckpointError`` (one line) for a missing run, a bad config or no readable checkpoint.
+    """
+    from herjax import algs, envs
+
+    if checkpoint not in ("best", "latest"):
+        raise CheckpointError(f"bad checkpoint {checkpoint!r}: expected best or latest")
+    cfg = read_config(run_dir)
+    import_env_dependencies_quietly()
+    if backend is not None:
+        cfg = dataclasses.replace(cfg, backend=backend)
+    impl = algs.implementation(cfg.alg)
+    env = envs.make(cfg.env, backend=cfg.backend)
+    trainer = impl.make_train(cfg, env)
+    kinds = (checkpoint,) if checkpoint == "latest" or not steps(run_dir, "best") else ("best",)
+    state, meta, where = restore(run_dir, abstract_state(trainer), kinds=kinds)
+    return LoadedRun(config=cfg, env=env, trainer=trainer, state=state, meta=meta, where=where, impl=impl)
+
+
+def has_checkpoint(run_dir: str) -> bool:
+    """Whether ``run_dir`` has at least one finished step."""
+    return bool(candidates(run_dir))
