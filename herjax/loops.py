@@ -123,10 +123,7 @@ EPOCH_METRICS = (
     "train/critic_loss",
     "train/actor_loss",
     "train/mean_Q",
-    "stats/o_mean",
-    "stats/o_std",
-    "stats/g_mean",
-    "stats/g_std",
+    *normalizer.SUMMARY_KEYS,
 )
 
 
@@ -260,8 +257,6 @@ def run_epoch(
     ts, cycles = jax.lax.scan(lambda ts, _: cycle(ts), ts, None, length=n_cycles)
     key, eval_key = jax.random.split(ts.key)
     test = evaluate(ts.agent, eval_key)
-    o_mean, o_std = normalizer.mean_std(ts.agent.obs_stats, norm_eps)
-    g_mean, g_std = normalizer.mean_std(ts.agent.goal_stats, norm_eps)
     metrics = {
         "test/success_rate": test.success_rate,
         "test/mean_Q": test.mean_q,
@@ -270,10 +265,7 @@ def run_epoch(
         "train/critic_loss": jnp.mean(cycles.critic_loss),
         "train/actor_loss": jnp.mean(cycles.actor_loss),
         "train/mean_Q": jnp.mean(cycles.mean_q),
-        "stats/o_mean": jnp.mean(o_mean),
-        "stats/o_std": jnp.mean(o_std),
-        "stats/g_mean": jnp.mean(g_mean),
-        "stats/g_std": jnp.mean(g_std),
+        **normalizer.summary(ts.agent.obs_stats, ts.agent.goal_stats, norm_eps),
     }
     assert tuple(metrics) == EPOCH_METRICS
     return ts.replace(key=key, epoch=ts.epoch + 1), metrics

@@ -68,10 +68,7 @@ EPOCH_METRICS = (
     "train/grad_norm",
     "train/learning_rate",
     "train/log_std",
-    "stats/o_mean",
-    "stats/o_std",
-    "stats/g_mean",
-    "stats/g_std",
+    *normalizer.SUMMARY_KEYS,
 )
 """The metrics ``run_epoch`` returns, each ``[]``. Shared names mean what they mean for DDPG (``herjax.loops``)
 except: ``test/mean_Q`` and ``train/mean_Q`` are the mean *state value* ``V(s, g)`` (PPO learns no Q), over the
@@ -352,8 +349,6 @@ def run_epoch(
     key, eval_key = jax.random.split(ts.key)
     result = test(ts.agent, eval_key)
     ended = jnp.sum(it["ended"])
-    o_mean, o_std = normalizer.mean_std(ts.agent.obs_stats, norm_eps)
-    g_mean, g_std = normalizer.mean_std(ts.agent.goal_stats, norm_eps)
     metrics = {
         "test/success_rate": result.success_rate,
         "test/mean_Q": result.mean_q,
@@ -368,10 +363,7 @@ def run_epoch(
         "train/grad_norm": jnp.mean(it["grad_norm"]),
         "train/learning_rate": learning_rate(ts.agent.step),
         "train/log_std": jnp.mean(ts.agent.params.policy["params"]["log_std"]),
-        "stats/o_mean": jnp.mean(o_mean),
-        "stats/o_std": jnp.mean(o_std),
-        "stats/g_mean": jnp.mean(g_mean),
-        "stats/g_std": jnp.mean(g_std),
+        **normalizer.summary(ts.agent.obs_stats, ts.agent.goal_stats, norm_eps),
     }
     assert tuple(metrics) == EPOCH_METRICS
     return ts.replace(key=key, epoch=ts.epoch + 1), metrics

@@ -99,3 +99,13 @@ def normalize(
     chex.assert_axis_dimension(x, -1, state.sum.shape[-1])
     mean, std = mean_std(state, eps)
     return jnp.clip((x - mean) / std, -clip_range, clip_range)
+
+
+SUMMARY_KEYS = ("stats/o_mean", "stats/o_std", "stats/g_mean", "stats/g_std")
+
+
+def summary(obs_stats: NormalizerState, goal_stats: NormalizerState, eps: float) -> dict[str, chex.Array]:
+    """The per-epoch normaliser metrics every trainer logs: mean over dims of each input's mean and std."""
+    o_mean, o_std = mean_std(obs_stats, eps)
+    g_mean, g_std = mean_std(goal_stats, eps)
+    return dict(zip(SUMMARY_KEYS, (jnp.mean(o_mean), jnp.mean(o_std), jnp.mean(g_mean), jnp.mean(g_std))))
