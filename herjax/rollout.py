@@ -1,8 +1,13 @@
-"""Whole episodes of a policy in a batch of envs: the one rollout shared by training, evaluation and play.
+"""Running a policy in a batch of envs inside ``lax.scan``: the one rollout module of training, evaluation and play.
 
-Every episode starts from a fresh ``env.reset`` with its own key (a fresh goal and object position) and runs
-exactly ``env.episode_length`` steps, as baselines' ``RolloutWorker.generate_rollouts`` does. The steps run inside
-``lax.scan`` with ``jax.vmap`` over envs, so the whole call is one pure, jittable function.
+* ``collect_episodes``: whole fresh episodes. Every episode starts from a fresh ``env.reset`` with its own key (a
+  fresh goal and object position) and runs exactly ``env.episode_length`` steps, as baselines'
+  ``RolloutWorker.generate_rollouts`` does (off-policy training, evaluation, play).
+* ``unroll``: a fixed number of steps in auto-resetting envs (``herjax.envs.vec``), recording each step's
+  successor, which is the ended episode's final observation where the time limit cut it (on-policy training).
+* ``evaluate``: the deterministic policy's summaries over fresh episodes (``EvalMetrics``), for every loop.
+
+Each is a pure, jittable function.
 
     policy = lambda obs, goal, key: agent.act(agent_state, obs, goal, key)
     episodes, info = collect_episodes(env, policy, key, num_envs=2)
@@ -17,9 +22,8 @@ import jax
 import jax.numpy as jnp
 
 from herjax.envs.fetch import FetchEnv, State
-from herjax.replay.her import Episodes
-
-PolicyFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+from herjax.envs.wrappers import VecEnv, VecState
+from herjax.types import Episodes, EvalMetrics, PolicyFn, PolicyStep, Unroll
 
 
 class RolloutInfo(NamedTuple):
@@ -111,3 +115,70 @@ def collect_episodes(
         physics=jax.tree.map(with_first, physics, state.physics) if record_physics else None,
     )
     return episodes, info
+
+
+def unroll(
+    venv: VecEnv,
+    policy_fn: Callable[[jax.Array, jax.Array, jax.Array], PolicyStep],
+    env_state: VecState,
+    key: jax.Array,
+    length: int,
+) -> tuple[VecState, Unroll]:
+    """``length`` steps of a stochastic policy in a batch of auto-resetting envs.
+
+    Args:
+        venv: the batched env (``herjax.envs.vec``).
+        policy_fn: ``(obs [N, o], desired_goal [N, g], key) -> PolicyStep`` (its ``action`` goes to the envs).
+        env_state: the batch of ``N`` envs.
+        key: PRNG key of the actions.
+        length: static ``T``.
+
+    Returns:
+        ``(env_state, Unroll [T, N])``.
+    """
+    env = venv.env
+
+    def step(vstate: VecState, key: jax.Array) -> tuple[VecState, Unroll]:
+        obs, goal = vstate.env.obs["observation"], vstate.env.obs["desired_goal"]
+        policy_step = policy_fn(obs, goal, key)
+        nxt = venv.step(vstate, policy_step.action)
+        final = nxt.final_obs
+        truncated = nxt.truncated
+        # After an auto-reset, nxt.env holds the new episode; the step's own reward is that of its final
+        # observation (Fetch's step reward is exactly compute_reward(achieved_goal, desired_goal)).
+        reward = jnp.where(truncated, env.compute_reward(final["achieved_goal"], final["desired_goal"]), nxt.env.reward)
+        terminated = jnp.where(truncated, 0.0, nxt.env.done)
+        record = Unroll(
+            obs=obs, goal=goal, step=policy_step, reward=reward, terminated=terminated,
+            truncated=truncated.astype(reward.dtype), next_obs=final["observation"], next_goal=final["desired_goal"],
+            final_success=nxt.final_info["is_success"],
+        )
+        return nxt, record
+
+    return jax.lax.scan(step, env_state, jax.random.split(key, length))
+
+
+def evaluate(
+    env: FetchEnv,
+    policy_fn: PolicyFn,
+    value_fn: Callable[[jax.Array, jax.Array, jax.Array], jax.Array],
+    key: jax.Array,
+    num_episodes: int,
+) -> EvalMetrics:
+    """``num_episodes`` fresh episodes of a deterministic policy, run as one batch.
+
+    Args:
+        env: the env.
+        policy_fn: the deterministic policy (its key argument is unused).
+        value_fn: ``(obs [B, T, o], desired_goal [B, T, g], action [B, T, A]) -> values``, the agent's value of
+            every step (the recorded actions are the policy's own); ``EvalMetrics.mean_q`` is their mean.
+        key: PRNG key of the resets.
+        num_episodes: static batch size.
+    """
+    episodes, info = collect_episodes(env, policy_fn, key, num_episodes)
+    values = value_fn(episodes.obs[:, : env.episode_length], episodes.desired_goal, episodes.action)
+    return EvalMetrics(
+        success_rate=jnp.mean(info.is_success),
+        mean_q=jnp.mean(values),
+        episode_return=jnp.mean(info.episode_return),
+    )

@@ -1,29 +1,6 @@
-"""Agents: networks, input normalisation and DDPG."""
+"""Agents: pure functions of arrays behind two interfaces (``herjax.agents.base``).
 
-from herjax.agents import normalizer
-from herjax.agents.ddpg import (
-    DDPGAgent,
-    DDPGConfig,
-    DDPGState,
-    OnlineAndTarget,
-    actor_loss,
-    critic_loss,
-    make_ddpg,
-    td_target,
-)
-from herjax.agents.networks import MLP, Actor, Critic
-
-__all__ = [
-    "normalizer",
-    "DDPGAgent",
-    "DDPGConfig",
-    "DDPGState",
-    "OnlineAndTarget",
-    "actor_loss",
-    "critic_loss",
-    "make_ddpg",
-    "td_target",
-    "MLP",
-    "Actor",
-    "Critic",
-]
+    agents/base.py      OffPolicyAgent, OnPolicyAgent
+    agents/common/      normaliser (+ preprocess), networks, online/target pairs, the off-policy config base
+    agents/ddpg/ td3/ sac/ ppo/   each: config.py, losses.py, agent.py (a make_<alg> factory)
+"""

@@ -18,47 +18,9 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from herjax.types import Episodes, RewardFn, Transitions
+
 STRATEGIES = ("future", "final", "episode", "none")
-
-RewardFn = Callable[[jax.Array, jax.Array], jax.Array]
-
-
-class Episodes(NamedTuple):
-    """A batch of ``B`` complete episodes of horizon ``T``.
-
-    Attributes:
-        obs: ``[B, T+1, obs_dim]`` observations, ``obs[:, t]`` is seen before action ``t``.
-        achieved_goal: ``[B, T+1, goal_dim]`` achieved goals aligned with ``obs``.
-        desired_goal: ``[B, T, goal_dim]`` the goal that was pursued at step ``t``.
-        action: ``[B, T, act_dim]`` actions.
-    """
-
-    obs: jax.Array
-    achieved_goal: jax.Array
-    desired_goal: jax.Array
-    action: jax.Array
-
-
-class Transitions(NamedTuple):
-    """A batch of ``N`` (possibly relabelled) transitions.
-
-    Attributes:
-        obs: ``[N, obs_dim]`` observation at ``t``.
-        next_obs: ``[N, obs_dim]`` observation at ``t + 1``.
-        achieved_goal: ``[N, goal_dim]`` achieved goal at ``t``.
-        next_achieved_goal: ``[N, goal_dim]`` achieved goal at ``t + 1``.
-        desired_goal: ``[N, goal_dim]`` the (possibly relabelled) goal.
-        action: ``[N, act_dim]`` action taken at ``t``.
-        reward: ``[N]`` float32, ``compute_reward(next_achieved_goal, desired_goal)``.
-    """
-
-    obs: jax.Array
-    next_obs: jax.Array
-    achieved_goal: jax.Array
-    next_achieved_goal: jax.Array
-    desired_goal: jax.Array
-    action: jax.Array
-    reward: jax.Array
 
 
 @flax.struct.dataclass

@@ -1,4 +1,5 @@
-"""Running mean/std normaliser with the semantics of baselines ``her/normalizer.py``.
+"""Running mean/std normaliser with the semantics of baselines ``her/normalizer.py``, and the input
+preprocessing every agent shares (``preprocess``: clip, then normalise observation and goal separately).
 
 The state keeps raw sums rather than a running mean so that states from several
 devices combine exactly by summing (or averaging, which rescales sum, sumsq
@@ -11,10 +12,14 @@ variables; afterwards ``mean = sum / count`` and
 
 from __future__ import annotations
 
+from typing import Optional
+
 import chex
 import flax.struct
 import jax
 import jax.numpy as jnp
+
+from herjax.agents.common.collectives import psum
 
 DEFAULT_EPS = 0.01
 DEFAULT_CLIP_RANGE = 5.0
@@ -44,13 +49,17 @@ def init(size: int, dtype: jnp.dtype = jnp.float32) -> NormalizerState:
     )
 
 
-def update(state: NormalizerState, x: chex.Array) -> NormalizerState:
+def update(state: NormalizerState, x: chex.Array, axis_name: Optional[str] = None) -> NormalizerState:
     """Adds samples to the statistics.
 
     Args:
         state: statistics of size ``D``.
         x: ``[..., D]`` samples; all leading dimensions are flattened, like
             baselines' ``v.reshape(-1, size)``.
+        axis_name: inside ``shard_map`` over devices, the samples of every
+            device along this axis are added (their sums are summed), so the
+            statistics equal those of one device holding all of them
+            (baselines pools its workers' statistics the same way).
 
     Returns:
         Updated statistics.
@@ -58,10 +67,12 @@ def update(state: NormalizerState, x: chex.Array) -> NormalizerState:
     size = state.sum.shape[-1]
     chex.assert_axis_dimension(x, -1, size)
     x = jnp.reshape(x, (-1, size)).astype(state.sum.dtype)
+    added = psum((jnp.sum(x, axis=0), jnp.sum(jnp.square(x), axis=0)), axis_name)
+    count = x.shape[0] if axis_name is None else jax.lax.psum(x.shape[0], axis_name)
     return NormalizerState(
-        sum=state.sum + jnp.sum(x, axis=0),
-        sumsq=state.sumsq + jnp.sum(jnp.square(x), axis=0),
-        count=state.count + x.shape[0],
+        sum=state.sum + added[0],
+        sumsq=state.sumsq + added[1],
+        count=state.count + count,
     )
 
 
@@ -109,3 +120,36 @@ def summary(obs_stats: NormalizerState, goal_stats: NormalizerState, eps: float)
     o_mean, o_std = mean_std(obs_stats, eps)
     g_mean, g_std = mean_std(goal_stats, eps)
     return dict(zip(SUMMARY_KEYS, (jnp.mean(o_mean), jnp.mean(o_std), jnp.mean(g_mean), jnp.mean(g_std))))
+
+
+def preprocess(
+    obs_stats: NormalizerState,
+    goal_stats: NormalizerState,
+    obs: jax.Array,
+    goal: jax.Array,
+    *,
+    clip_obs: float,
+    norm_eps: float,
+    norm_clip: float,
+) -> tuple[jax.Array, jax.Array]:
+    """Clips raw ``obs [..., obs_dim]``, ``goal [..., goal_dim]`` to ``±clip_obs`` and normalises each by its own
+    statistics (clipped to ``±norm_clip``): the network inputs of every agent."""
+    obs = jnp.clip(obs, -clip_obs, clip_obs)
+    goal = jnp.clip(goal, -clip_obs, clip_obs)
+    return normalize(obs_stats, obs, norm_clip, norm_eps), normalize(goal_stats, goal, norm_clip, norm_eps)
+
+
+def update_inputs(
+    obs_stats: NormalizerState,
+    goal_stats: NormalizerState,
+    obs: jax.Array,
+    goal: jax.Array,
+    *,
+    clip_obs: float,
+    axis_name: Optional[str] = None,
+) -> tuple[NormalizerState, NormalizerState]:
+    """Adds clipped raw ``obs [..., obs_dim]`` and ``goal [..., goal_dim]`` to their statistics (of every device
+    along ``axis_name``): the normaliser step of every agent."""
+    obs = jnp.clip(obs, -clip_obs, clip_obs)
+    goal = jnp.clip(goal, -clip_obs, clip_obs)
+    return update(obs_stats, obs, axis_name), update(goal_stats, goal, axis_name)

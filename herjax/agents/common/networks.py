@@ -94,3 +94,26 @@ class Critic(nn.Module):
         """
         x = jnp.concatenate([obs, goal, action / self.max_u], axis=-1)
         return MLP(self.hidden, 1)(x)[..., 0]
+
+
+class DoubleCritic(nn.Module):
+    """Two independent ``Critic``s (clipped double Q: TD3, SAC), evaluated together.
+
+    Attributes:
+        max_u: action bound; actions are rescaled to ``[-1, 1]`` on input.
+        hidden: hidden layer sizes of each critic.
+        n_critics: how many critics (2 for clipped double Q).
+    """
+
+    max_u: float = 1.0
+    hidden: Sequence[int] = DEFAULT_HIDDEN
+    n_critics: int = 2
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, goal: jax.Array, action: jax.Array) -> jax.Array:
+        """``[N, obs_dim]``, ``[N, goal_dim]``, ``[N, act_dim]`` -> ``[n_critics, N]`` Q-values."""
+        ensemble = nn.vmap(
+            Critic, variable_axes={"params": 0}, split_rngs={"params": True}, in_axes=None, out_axes=0,
+            axis_size=self.n_critics,
+        )
+        return ensemble(max_u=self.max_u, hidden=self.hidden)(obs, goal, action)

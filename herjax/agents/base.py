@@ -1,0 +1,87 @@
+"""The two agent interfaces. A loop calls an agent only through these: never a network, never a parameter by name.
+
+An agent is a NamedTuple of pure functions, built by a factory that binds every static size (``make_ddpg(cfg,
+obs_dim=..., goal_dim=..., act_dim=..., horizon=...)``). Its state is one pytree, whatever the agent keeps in it.
+
+**Off-policy** (``OffPolicyAgent``; DDPG, TD3, SAC, run by ``herjax.loops.off_policy``)::
+
+    state = agent.init(key)
+    action = agent.act(state, obs, goal, key)             # exploring
+    action = agent.greedy(state, obs, goal)               # deterministic: evaluation, play, export
+    q = agent.value(state, obs, goal, action)             # the critic, for test/mean_Q
+    state = agent.update_normalizer(state, obs, goal, axis_name)
+    state, metrics = agent.update(state, transitions, key, axis_name)   # one gradient step
+    state = agent.end_of_cycle(state)                     # e.g. the Polyak step of the targets
+    agent.summary(state)                                  # per-epoch scalars (normaliser statistics ...)
+
+**On-policy** (``OnPolicyAgent``; PPO, run by ``herjax.loops.on_policy``): ``init``, ``act`` (a ``PolicyStep``),
+``greedy``, ``value(state, obs, goal)``, ``update_normalizer``, ``prepare(state, unroll) -> batch`` (values and
+advantages of an unroll) and ``update(state, batch, key, axis_name)`` (all the passes over one batch), ``summary``.
+
+``axis_name``: inside ``shard_map`` over devices, the name of the device axis; the agent averages its gradients
+and pools its normaliser statistics over it (``herjax.agents.common.collectives``). ``None`` on one device.
+``metric_names``: the keys of ``update``'s metrics, each ``[]``; the loop averages them over an epoch and logs them
+as ``train/<name>``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+
+from herjax.types import PolicyStep, Transitions, Unroll
+
+State = Any
+
+
+class OffPolicyAgent(NamedTuple):
+    """Pure functions of an off-policy agent (see the module docstring).
+
+    Attributes:
+        init: ``(key) -> state``.
+        act: ``(state, obs [N, o], goal [N, g], key) -> action [N, A]``, the exploring policy.
+        greedy: ``(state, obs [N, o], goal [N, g]) -> action [N, A]``, the deterministic policy.
+        value: ``(state, obs [N, o], goal [N, g], action [N, A]) -> [N]``, the critic on raw inputs.
+        update: ``(state, transitions [N], key, axis_name) -> (state, metrics)``: one update on a batch.
+        end_of_cycle: ``(state) -> state``, after a cycle's updates (the target networks' step).
+        update_normalizer: ``(state, obs [..., o], goal [..., g], axis_name) -> state``.
+        summary: ``(state) -> {name: []}``, per-epoch scalars, logged under their own names.
+        metric_names: the keys of ``update``'s metrics.
+    """
+
+    init: Callable[[jax.Array], State]
+    act: Callable[[State, jax.Array, jax.Array, jax.Array], jax.Array]
+    greedy: Callable[[State, jax.Array, jax.Array], jax.Array]
+    value: Callable[[State, jax.Array, jax.Array, jax.Array], jax.Array]
+    update: Callable[[State, Transitions, jax.Array, Optional[str]], tuple[State, dict]]
+    end_of_cycle: Callable[[State], State]
+    update_normalizer: Callable[[State, jax.Array, jax.Array, Optional[str]], State]
+    summary: Callable[[State], dict]
+    metric_names: tuple[str, ...]
+
+
+class OnPolicyAgent(NamedTuple):
+    """Pure functions of an on-policy agent (see the module docstring).
+
+    Attributes:
+        init: ``(key) -> state``.
+        act: ``(state, obs [N, o], goal [N, g], key) -> PolicyStep``, a sample of the stochastic policy.
+        greedy: ``(state, obs [N, o], goal [N, g]) -> action [N, A]``, the deterministic policy.
+        value: ``(state, obs [..., o], goal [..., g]) -> [...]``, the state value.
+        prepare: ``(state, unroll [T, N]) -> batch``: what ``update`` learns from (values, advantages ...).
+        update: ``(state, batch, key, axis_name) -> (state, metrics)``: every pass over one batch.
+        update_normalizer: ``(state, obs [..., o], goal [..., g], axis_name) -> state``.
+        summary: ``(state) -> {name: []}``, per-epoch scalars, logged under their own names.
+        metric_names: the keys of ``update``'s metrics.
+    """
+
+    init: Callable[[jax.Array], State]
+    act: Callable[[State, jax.Array, jax.Array, jax.Array], PolicyStep]
+    greedy: Callable[[State, jax.Array, jax.Array], jax.Array]
+    value: Callable[[State, jax.Array, jax.Array], jax.Array]
+    prepare: Callable[[State, Unroll], Any]
+    update: Callable[[State, Any, jax.Array, Optional[str]], tuple[State, dict]]
+    update_normalizer: Callable[[State, jax.Array, jax.Array, Optional[str]], State]
+    summary: Callable[[State], dict]
+    metric_names: tuple[str, ...]

@@ -1,0 +1,88 @@
+"""The config base every off-policy HER agent shares: its networks' size, the input normaliser, the return
+clipping, and the replay and update knobs the off-policy loop reads. Defaults are baselines' ``her`` defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Sequence, Union
+
+from herjax import checks
+from herjax.replay.her import STRATEGIES
+
+
+@dataclasses.dataclass(frozen=True)
+class OffPolicyConfig:
+    """Hyper-parameters shared by the off-policy agents (DDPG, TD3, SAC) and read by the off-policy loop.
+
+    Attributes:
+        hidden: hidden layer sizes of actor and critic.
+        pi_lr: actor Adam learning rate.
+        q_lr: critic Adam learning rate.
+        polyak: target ``= polyak * target + (1 - polyak) * online``, once per cycle (baselines; ``tau = 0.05``).
+        batch_size: transitions per update, over all devices.
+        n_batches: updates per cycle.
+        gamma: discount; ``None`` means ``1 - 1 / horizon``.
+        clip_return: ``True`` clips targets to ``[-1 / (1 - gamma), 0]``; ``False`` to ``[-inf, 0]``; a float ``c``
+            to ``[-c, 0]``.
+        clip_obs: observations and goals are clipped to ``±clip_obs``.
+        norm_eps: std floor of the normalisers.
+        norm_clip: normalised inputs are clipped to ``±norm_clip``.
+        max_u: action bound.
+        replay_strategy: HER strategy, one of ``STRATEGIES``.
+        replay_k: relabelled goals per original goal (``future_p = 1 - 1 / (1 + replay_k)``).
+        buffer_size: replay capacity in transitions, over all devices (each device keeps ``buffer_size / D`` of
+            its own episodes, as each baselines worker keeps its own buffer).
+    """
+
+    hidden: Sequence[int] = (256, 256, 256)
+    pi_lr: float = 1e-3
+    q_lr: float = 1e-3
+    polyak: float = 0.95
+    batch_size: int = 256
+    n_batches: int = 40
+    gamma: Optional[float] = None
+    clip_return: Union[bool, float] = True
+    clip_obs: float = 200.0
+    norm_eps: float = 0.01
+    norm_clip: float = 5.0
+    max_u: float = 1.0
+    replay_strategy: str = "future"
+    replay_k: int = 4
+    buffer_size: int = 1_000_000
+
+    def steps_per_cycle(self, horizon: int) -> int:
+        """Env steps one env takes in a cycle: one whole episode."""
+        return horizon
+
+    def validate(self, prefix: str, *, num_envs: int, horizon: int) -> None:
+        """Raises ``herjax.checks.ConfigError`` naming the first bad value (``prefix``: ``ddpg.`` ...)."""
+        checks.choice(f"{prefix}replay_strategy", self.replay_strategy, STRATEGIES)
+        checks.positive(prefix, self, ("batch_size", "buffer_size", "pi_lr", "q_lr", "max_u", "clip_obs",
+                                       "norm_eps", "norm_clip"))
+        checks.check(self.n_batches >= 0, f"{prefix}n_batches", self.n_batches, ">= 0")
+        checks.check(len(self.hidden) > 0 and all(h > 0 for h in self.hidden), f"{prefix}hidden",
+                     list(self.hidden), "a non-empty list of positive sizes")
+        checks.unit_interval(prefix, self, ("polyak",))
+        checks.check(self.replay_k >= 0, f"{prefix}replay_k", self.replay_k, ">= 0")
+        if self.gamma is not None:
+            checks.check(0.0 < self.gamma <= 1.0, f"{prefix}gamma", self.gamma, "in (0, 1] or null (1 - 1/T)")
+        if not isinstance(self.clip_return, bool):
+            checks.check(self.clip_return > 0, f"{prefix}clip_return", self.clip_return,
+                         "true, false or a float > 0")
+        if self.buffer_size // horizon < num_envs:
+            raise checks.ConfigError(
+                f"bad value {self.buffer_size!r} for {prefix}buffer_size: must hold at least num_envs={num_envs} "
+                f"episodes of {horizon} steps (>= {num_envs * horizon})"
+            )
+
+
+def resolve_gamma(cfg: OffPolicyConfig, horizon: int) -> float:
+    """``cfg.gamma``, or ``1 - 1 / horizon`` when it is ``None`` (baselines)."""
+    return 1.0 - 1.0 / horizon if cfg.gamma is None else float(cfg.gamma)
+
+
+def resolve_clip_return(cfg: OffPolicyConfig, gamma: float) -> float:
+    """Magnitude of the lower target clip (baselines: ``1 / (1 - gamma)`` or inf)."""
+    if isinstance(cfg.clip_return, bool):
+        return 1.0 / (1.0 - gamma) if cfg.clip_return else float("inf")
+    return float(cfg.clip_return)
