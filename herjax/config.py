@@ -1,68 +1,87 @@
 """The typed training config: every default in one place, overridable as ``key=value``.
 
     cfg = load(["env=fetch_push", "ddpg.batch_size=512"])   # -> a resolved, validated TrainConfig
-    cfg = load(TrainConfig(env="fetch_push"))
+    cfg = load(TrainConfig(env="fetch_push", alg="td3_her"))
 
-Defaults are baselines' ``her`` defaults (``DDPGConfig`` holds the agent's and the replay's). A few fields are
-``None`` by default and resolved per env by ``resolve``: ``n_cycles`` (10 for FetchReach, else 50, as baselines),
-``total_env_steps`` and ``run_dir``. The resolved config is what a run writes to ``config.yaml``.
+``TrainConfig`` is written out: the run's fields, the loop knobs every algorithm shares (``num_envs``,
+``n_cycles``, ``n_test_episodes``, ``num_devices``), then one section per algorithm (``ddpg``, ``td3``, ``sac``,
+``ppo``), each a frozen dataclass that validates itself (``section.validate``). Only the section of ``alg`` is
+used. Loop knobs left ``None`` are resolved per algorithm family and env by ``resolve`` (``FAMILY_DEFAULTS``), as
+are ``total_env_steps`` and ``run_dir``. The resolved config is what a run writes to ``config.yaml``.
 
-**Scale presets** (``scale=...``), applied before the other overrides, which win:
+**Loop knobs**, the same meaning for every algorithm:
 
-* ``single`` (default): one baselines worker, ``num_envs 2`` (rollout_batch_size), ``ddpg.batch_size 256``.
+* ``num_envs``: envs stepped in parallel, over all devices (off-policy: episodes collected per cycle, baselines'
+  ``rollout_batch_size`` x workers; default 2, one baselines worker; on-policy: default 32).
+* ``n_cycles``: collect-and-learn cycles per epoch (off-policy: baselines' cycles, 10 for FetchReach and 50 for
+  the others; on-policy: PPO iterations, default 2). An epoch ends with an evaluation.
+* ``n_test_episodes``: deterministic test episodes per epoch, over all devices (off-policy default ``10 *
+  num_envs``: baselines' ``n_test_rollouts`` 10 rounds of ``rollout_batch_size``; on-policy default 50).
+* ``num_devices``: local devices to spread envs, buffers and batches over (default 1).
+
+**Scale presets** (``scale=...``, off-policy algorithms), applied before the other overrides, which win:
+
+* ``single`` (default): one baselines worker, ``num_envs 2`` (rollout_batch_size), ``<alg>.batch_size 256``,
+  ``<alg>.buffer_size 1e6``.
 * ``paper``: the single-device equivalent of the paper's 19 MPI workers (Plappert et al. 2018): 19 workers x
-  2 rollouts = ``num_envs 38`` episodes a cycle, and their averaged gradients over 19 x 256 samples = one
-  gradient of ``ddpg.batch_size 4864``. An epoch of 50 cycles is then 95k env steps, as in the paper. The same
-  as ``num_envs=38 ddpg.batch_size=4864``. On these 2 CPU cores it is learning-bound (~600 env steps/s).
-
-**Groups.** ``env=`` picks the task (``herjax.envs.names()``) and ``alg=`` the algorithm (``herjax.algs``);
-each algorithm's hyper-parameters live in its own section (``ddpg.*`` for ``ddpg_her``), which ``TrainConfig``
-gets from the registry, so a new algorithm needs no edit here.
-
-Evaluation runs ``n_test_rollouts`` rounds of ``num_envs`` deterministic episodes, i.e. ``n_test_rollouts *
-num_envs`` episodes per epoch, as each baselines worker calls its evaluator (``rollout_batch_size`` envs)
-``n_test_rollouts`` times.
+  2 rollouts = ``num_envs 38`` episodes a cycle; their averaged gradients over 19 x 256 samples = one gradient
+  of ``batch_size 4864``; and their 19 buffers of 1e6 transitions each = ``buffer_size 19e6`` (each worker keeps
+  its own: about 200 epochs of data, not 1e6). An epoch of 50 cycles is then 95k env steps, as in the paper. On
+  these 2 CPU cores it is learning-bound (~600 env steps/s).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
-import difflib
 import os
 import typing
 from typing import Any, Optional, Sequence, Tuple, Union
 
 from herjax import algs as algs_lib
+from herjax.agents.ddpg.config import DDPGConfig
+from herjax.agents.ppo.config import PPOConfig
+from herjax.agents.sac.config import SACConfig
+from herjax.agents.td3.config import TD3Config
+from herjax.checks import ConfigError, check, choice, suggest
 from herjax.envs import names as env_names
-from herjax.replay.her import STRATEGIES
 
 ALGS = tuple(algs_lib.names())
 # Keys that steer a run without changing what it computes: ``resume=`` may change them, ``herjax.plot`` ignores
 # them (and ``seed``, ``run_dir``) when it groups runs of one config.
 RUN_CONTROL_KEYS = ("total_env_steps", "stop_success", "save_every", "keep_every")
 BACKENDS = ("auto", "mujoco", "mjx")
+HORIZON = 50  # Fetch episodes; sizes are validated against it before an env is built
 SCALES = {
     "single": {},
-    "paper": {"num_envs": 38, "ddpg.batch_size": 4864},
-}
-# Budgets when total_env_steps is not given: Reach learns in ~5k steps (10 epochs here); the others get the
-# budgets of the published curves (REFERENCE section 2), which on one CPU worker take hours.
-DEFAULT_TOTAL_ENV_STEPS = {
-    "fetch_reach": 10_000,
-    "fetch_push": 1_000_000,
-    "fetch_pick_and_place": 3_000_000,
-    "fetch_slide": 5_000_000,
+    "paper": {"num_envs": 38, "{section}.batch_size": 4864, "{section}.buffer_size": 19_000_000},
 }
 
 
-class ConfigError(ValueError):
-    """A bad key or value; the message is one line that names it and the valid choices."""
+FAMILY_DEFAULTS = {
+    # Budgets: Reach learns in ~5k steps (10 epochs here); the others get the budgets of the published curves
+    # (REFERENCE section 2), which on one CPU worker take hours.
+    # num_envs; then n_cycles and n_test_episodes as functions of (env, num_envs); then the budget per task.
+    "off_policy": dict(
+        num_envs=2,
+        n_cycles=lambda env, num_envs: 10 if _base_env(env) == "fetch_reach" else 50,
+        n_test_episodes=lambda env, num_envs: 10 * num_envs,
+        total_env_steps={"fetch_reach": 10_000, "fetch_push": 1_000_000, "fetch_pick_and_place": 3_000_000,
+                         "fetch_slide": 5_000_000},
+    ),
+    "on_policy": dict(
+        num_envs=32,
+        n_cycles=lambda env, num_envs: 2,
+        n_test_episodes=lambda env, num_envs: 50,
+        total_env_steps={"fetch_reach": 100_000, "fetch_push": 20_000_000, "fetch_pick_and_place": 50_000_000,
+                         "fetch_slide": 50_000_000},
+    ),
+}
 
 
 @dataclasses.dataclass(frozen=True)
-class RunConfig:
-    """The fields of a run that every algorithm shares; ``TrainConfig`` adds one section per algorithm.
+class TrainConfig:
+    """A training run.
 
     Attributes:
         env: env name, see ``herjax.envs.names()``.
@@ -70,10 +89,11 @@ class RunConfig:
         scale: preset, ``single`` or ``paper`` (see the module docstring); applied by ``load``.
         seed: seed of the run's PRNG key.
         total_env_steps: env-step budget; the run does ``ceil(total_env_steps / steps_per_epoch)`` epochs.
-            ``None``: per env (``DEFAULT_TOTAL_ENV_STEPS``).
-        num_envs: episodes collected per cycle (baselines' ``rollout_batch_size`` x workers).
-        n_cycles: cycles per epoch; ``None``: 10 for ``fetch_reach*``, else 50.
-        n_test_rollouts: evaluation rounds of ``num_envs`` deterministic episodes after each epoch.
+            ``None``: per env and family (``FAMILY_DEFAULTS``).
+        num_envs: envs stepped in parallel over all devices; ``None``: the family's default.
+        n_cycles: cycles per epoch; ``None``: the family's default.
+        n_test_episodes: deterministic test episodes per epoch over all devices; ``None``: the family's default.
+        num_devices: local devices the run is spread over.
         backend: physics engine, ``auto`` (C MuJoCo on CPU, MJX on GPU), ``mujoco`` or ``mjx``.
         run_dir: where ``config.yaml``, ``progress.csv``, TensorBoard events and ``checkpoints/`` go; ``None``:
             ``runs/<env>/<alg>/<timestamp>``.
@@ -82,6 +102,10 @@ class RunConfig:
             on SIGINT/SIGTERM).
         keep_every: also keep a permanent checkpoint every this many epochs (``checkpoints/periodic``);
             ``None``: none.
+        ddpg: ``alg=ddpg_her``'s hyper-parameters.
+        td3: ``alg=td3_her``'s hyper-parameters.
+        sac: ``alg=sac_her``'s hyper-parameters.
+        ppo: ``alg=ppo``'s hyper-parameters.
     """
 
     env: str = "fetch_reach"
@@ -89,68 +113,44 @@ class RunConfig:
     scale: str = "single"
     seed: int = 0
     total_env_steps: Optional[int] = None
-    num_envs: int = 2
+    num_envs: Optional[int] = None
     n_cycles: Optional[int] = None
-    n_test_rollouts: int = 10
+    n_test_episodes: Optional[int] = None
+    num_devices: int = 1
     backend: str = "auto"
     run_dir: Optional[str] = None
     stop_success: Optional[float] = None
     save_every: int = 1
     keep_every: Optional[int] = None
+    ddpg: DDPGConfig = dataclasses.field(default_factory=DDPGConfig)
+    td3: TD3Config = dataclasses.field(default_factory=TD3Config)
+    sac: SACConfig = dataclasses.field(default_factory=SACConfig)
+    ppo: PPOConfig = dataclasses.field(default_factory=PPOConfig)
+
+    @property
+    def section(self) -> Any:
+        """The hyper-parameters of ``alg`` (``self.ddpg`` for ``ddpg_her`` ...)."""
+        return getattr(self, algs_lib.get(self.alg).section)
 
 
-def _make_train_config() -> type:
-    """``RunConfig`` plus one field per registered algorithm section (``ddpg: DDPGConfig`` ...)."""
-    sections = [(name, cls, dataclasses.field(default_factory=cls)) for name, cls in algs_lib.sections().items()]
-    cls = dataclasses.make_dataclass("TrainConfig", sections, bases=(RunConfig,), frozen=True)
-    cls.__module__ = __name__
-    cls.__doc__ = (
-        "A training run: the ``RunConfig`` fields, then one section per algorithm of ``herjax.algs`` ("
-        + ", ".join(f"``{name}: {c.__name__}``" for name, c in algs_lib.sections().items())
-        + "). Only the section of ``alg`` is used."
-    )
-    return cls
-
-
-TrainConfig = _make_train_config()
+def sections() -> dict[str, type]:
+    """Section name -> its dataclass, for every section of ``TrainConfig``."""
+    hints = typing.get_type_hints(TrainConfig)
+    return {f.name: hints[f.name] for f in dataclasses.fields(TrainConfig) if dataclasses.is_dataclass(hints[f.name])}
 
 
 def _base_env(env: str) -> str:
     return env[: -len("_dense")] if env.endswith("_dense") else env
 
 
-def default_n_cycles(env: str) -> int:
-    """Baselines: 10 cycles an epoch for FetchReach, 50 for the others."""
-    return 10 if _base_env(env) == "fetch_reach" else 50
+def steps_per_epoch(cfg: TrainConfig, horizon: int = HORIZON) -> int:
+    """Training env steps of one epoch of a resolved config (evaluation steps are not counted, as in baselines)."""
+    return cfg.n_cycles * cfg.num_envs * cfg.section.steps_per_cycle(horizon)
 
 
-def steps_per_epoch(cfg: TrainConfig, horizon: int = 50) -> int:
-    """Env steps of the training episodes of one epoch (evaluation steps are not counted, as in baselines)."""
-    n_cycles = cfg.n_cycles if cfg.n_cycles is not None else default_n_cycles(cfg.env)
-    return n_cycles * cfg.num_envs * horizon
-
-
-def n_epochs(cfg: TrainConfig, horizon: int = 50) -> int:
-    """Epochs a run does: enough to spend ``total_env_steps``."""
-    per_epoch = steps_per_epoch(cfg, horizon)
-    return -(-cfg.total_env_steps // per_epoch)
-
-
-def _suggest(word: str, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _choice(name: str, value: Any, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ConfigError(
-            f"bad value {value!r} for {name}{_suggest(str(value), choices)}; valid: {', '.join(choices)}"
-        )
-
-
-def _check(ok: bool, name: str, value: Any, rule: str) -> None:
-    if not ok:
-        raise ConfigError(f"bad value {value!r} for {name}: must be {rule}")
+def n_epochs(cfg: TrainConfig, horizon: int = HORIZON) -> int:
+    """Epochs a resolved config runs: enough to spend ``total_env_steps``."""
+    return -(-cfg.total_env_steps // steps_per_epoch(cfg, horizon))
 
 
 def _has_type(value: Any, hint: Any) -> bool:
@@ -170,8 +170,24 @@ def _has_type(value: Any, hint: Any) -> bool:
     return isinstance(value, hint)
 
 
-def validate(cfg: TrainConfig, horizon: int = 50) -> TrainConfig:
-    """Checks every field; returns ``cfg``. Raises ``ConfigError`` naming the first bad one."""
+def validate(cfg: TrainConfig, horizon: int = HORIZON) -> TrainConfig:
+    """Checks every field of a resolved config; returns ``cfg``. Raises ``ConfigError`` naming the first bad one."""
+    _check_types_and_choices(cfg)
+    for name in ("total_env_steps", "num_envs", "n_cycles", "n_test_episodes", "num_devices", "save_every",
+                 "keep_every"):
+        value = getattr(cfg, name)
+        if value is not None:
+            check(value > 0, name, value, "> 0")
+    if cfg.stop_success is not None:
+        check(0.0 <= cfg.stop_success <= 1.0, "stop_success", cfg.stop_success, "in [0, 1] or null")
+    alg = algs_lib.get(cfg.alg)
+    if cfg.scale != "single" and alg.family != "off_policy":
+        raise ConfigError(f"bad value {cfg.scale!r} for scale: alg={cfg.alg} has no scale presets (use single)")
+    cfg.section.validate(f"{alg.section}.", num_envs=cfg.num_envs, horizon=horizon)
+    return cfg
+
+
+def _check_types_and_choices(cfg: TrainConfig) -> None:
     for key, hint in _field_types(TrainConfig).items():
         value = cfg
         for part in key.split("."):
@@ -180,75 +196,32 @@ def validate(cfg: TrainConfig, horizon: int = 50) -> TrainConfig:
             raise ConfigError(f"bad value {value!r} for {key}: expected {_type_name(hint)}")
     envs = env_names()
     if cfg.env not in envs:
-        raise ConfigError(f"unknown env {cfg.env!r}{_suggest(cfg.env, envs)}; valid envs: {', '.join(envs)}")
-    _choice("alg", cfg.alg, ALGS)
-    _choice("scale", cfg.scale, tuple(SCALES))
-    _choice("backend", cfg.backend, BACKENDS)
-    for name, value in [("total_env_steps", cfg.total_env_steps), ("num_envs", cfg.num_envs),
-                        ("n_cycles", cfg.n_cycles), ("n_test_rollouts", cfg.n_test_rollouts),
-                        ("save_every", cfg.save_every), ("keep_every", cfg.keep_every)]:
-        if value is not None:
-            _check(value > 0, name, value, "> 0")
-    if cfg.stop_success is not None:
-        _check(0.0 <= cfg.stop_success <= 1.0, "stop_success", cfg.stop_success, "in [0, 1] or null")
-    if algs_lib.get(cfg.alg).section == "ddpg":
-        _validate_ddpg(cfg, horizon)
-    else:
-        check = getattr(algs_lib.implementation(cfg.alg), "validate", None)
-        if check is not None:
-            check(cfg)
-    return cfg
-
-
-def _validate_ddpg(cfg: TrainConfig, horizon: int) -> None:
-    d = cfg.ddpg
-    _choice("ddpg.replay_strategy", d.replay_strategy, STRATEGIES)
-    for name, value in [("ddpg.batch_size", d.batch_size), ("ddpg.buffer_size", d.buffer_size)]:
-        _check(value > 0, name, value, "> 0")
-    _check(d.n_batches >= 0, "ddpg.n_batches", d.n_batches, ">= 0")
-    _check(len(d.hidden) > 0 and all(h > 0 for h in d.hidden), "ddpg.hidden", list(d.hidden),
-           "a non-empty list of positive sizes")
-    for name, value in [("ddpg.pi_lr", d.pi_lr), ("ddpg.q_lr", d.q_lr), ("ddpg.max_u", d.max_u),
-                        ("ddpg.clip_obs", d.clip_obs), ("ddpg.norm_eps", d.norm_eps),
-                        ("ddpg.norm_clip", d.norm_clip)]:
-        _check(value > 0, name, value, "> 0")
-    for name, value in [("ddpg.polyak", d.polyak), ("ddpg.random_eps", d.random_eps)]:
-        _check(0.0 <= value <= 1.0, name, value, "in [0, 1]")
-    _check(d.noise_eps >= 0, "ddpg.noise_eps", d.noise_eps, ">= 0")
-    _check(d.action_l2 >= 0, "ddpg.action_l2", d.action_l2, ">= 0")
-    _check(d.replay_k >= 0, "ddpg.replay_k", d.replay_k, ">= 0")
-    if d.gamma is not None:
-        _check(0.0 < d.gamma <= 1.0, "ddpg.gamma", d.gamma, "in (0, 1] or null (1 - 1/T)")
-    if not isinstance(d.clip_return, bool):
-        _check(d.clip_return > 0, "ddpg.clip_return", d.clip_return, "true, false or a float > 0")
-    if d.buffer_size // horizon < cfg.num_envs:
-        raise ConfigError(
-            f"bad value {d.buffer_size!r} for ddpg.buffer_size: must hold at least num_envs={cfg.num_envs} "
-            f"episodes of {horizon} steps (>= {cfg.num_envs * horizon})"
-        )
-
-
-def _default_budget(alg: str, base_env: str) -> int:
-    """The env-step budget when none is given: the algorithm module's own table where it has one."""
-    module = algs_lib.implementation(alg)
-    table = getattr(module, "DEFAULT_TOTAL_ENV_STEPS", DEFAULT_TOTAL_ENV_STEPS)
-    return table[base_env]
+        raise ConfigError(f"unknown env {cfg.env!r}{suggest(cfg.env, envs)}; valid envs: {', '.join(envs)}")
+    choice("alg", cfg.alg, ALGS)
+    choice("scale", cfg.scale, tuple(SCALES))
+    choice("backend", cfg.backend, BACKENDS)
 
 
 def resolve(cfg: TrainConfig) -> TrainConfig:
-    """Validates ``cfg`` and fills the per-env ``None`` defaults (a new config; ``cfg`` is unchanged)."""
-    validate(cfg)
+    """Fills the ``None`` defaults of ``cfg`` for its algorithm family and env, then validates it (a new config;
+    ``cfg`` is unchanged)."""
+    _check_types_and_choices(cfg)
+    defaults = FAMILY_DEFAULTS[algs_lib.get(cfg.alg).family]
     base = _base_env(cfg.env)
+    num_envs = defaults["num_envs"] if cfg.num_envs is None else cfg.num_envs
+    per_env = lambda name: defaults[name](cfg.env, num_envs) if getattr(cfg, name) is None else getattr(cfg, name)
     run_dir = cfg.run_dir
     if run_dir is None:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         run_dir = os.path.join("runs", cfg.env, cfg.alg, stamp)
-    return dataclasses.replace(
+    return validate(dataclasses.replace(
         cfg,
-        n_cycles=default_n_cycles(cfg.env) if cfg.n_cycles is None else cfg.n_cycles,
-        total_env_steps=_default_budget(cfg.alg, base) if cfg.total_env_steps is None else cfg.total_env_steps,
+        num_envs=num_envs,
+        n_cycles=per_env("n_cycles"),
+        n_test_episodes=per_env("n_test_episodes"),
+        total_env_steps=defaults["total_env_steps"][base] if cfg.total_env_steps is None else cfg.total_env_steps,
         run_dir=run_dir,
-    )
+    ))
 
 
 # --- OmegaConf bridge -------------------------------------------------------------------------------------------
@@ -329,7 +302,7 @@ def _type_name(hint: Any) -> str:
 def _unknown_key(key: str) -> ConfigError:
     known = keys()
     leaf_matches = [k for k in known if k.rsplit(".", 1)[-1] == key.rsplit(".", 1)[-1] and k != key]
-    hint = f" (did you mean {leaf_matches[0]!r}?)" if leaf_matches else _suggest(key, known)
+    hint = f" (did you mean {leaf_matches[0]!r}?)" if leaf_matches else suggest(key, known)
     return ConfigError(f"unknown key {key!r}{hint}; valid keys: {', '.join(known)}")
 
 
@@ -390,11 +363,11 @@ def parse_overrides(
     for key, value in pairs:
         if key == "alg":
             alg = value
-    if alg in algs_lib.REGISTRY:
-        active = algs_lib.get(alg).section
+    active = algs_lib.get(alg).section if alg in algs_lib.REGISTRY else None
+    if active is not None:
         for key, _ in pairs:
             section = key.split(".", 1)[0]
-            if "." in key and section != active and section in algs_lib.sections():
+            if "." in key and section != active and section in sections():
                 owners = [n for n, a in algs_lib.REGISTRY.items() if a.section == section]
                 raise ConfigError(
                     f"key {key!r} belongs to alg={'/'.join(owners)}, but alg={alg} (its keys are {active}.*)"
@@ -403,13 +376,12 @@ def parse_overrides(
     for key, value in pairs:
         if key == "scale":
             scale = value
-    if scale not in SCALES:
-        raise ConfigError(f"bad value {scale!r} for scale{_suggest(scale, tuple(SCALES))}; valid: {', '.join(SCALES)}")
+    choice("scale", scale, tuple(SCALES))
 
     schema = OmegaConf.structured(_schema(TrainConfig))
     if base is not None:
         schema = OmegaConf.merge(schema, _to_container(base))
-    preset = [f"{k}={v}" for k, v in SCALES[scale].items()] if apply_scale else []
+    preset = [f"{k.format(section=active)}={v}" for k, v in SCALES[scale].items()] if apply_scale and active else []
     merged = schema
     for key, value in [tuple(p.split("=", 1)) for p in preset] + pairs:
         try:
@@ -484,7 +456,7 @@ def from_yaml(text: str) -> TrainConfig:
 def usage() -> str:
     """The config groups and every key with its default, for ``--help``."""
     defaults = _to_container(TrainConfig())
-    sections = algs_lib.sections()
+    section_names = sections()
 
     def default(key: str) -> str:
         value = defaults
@@ -497,8 +469,8 @@ def usage() -> str:
         note = " (default)" if name == TrainConfig.alg else ""
         lines.append(f"  alg={name}{note}   hyper-parameters: {alg.section}.*")
     lines += ["", "keys and defaults:"]
-    lines += [f"  {key}={default(key)}" for key in keys() if key.split(".", 1)[0] not in sections]
-    for section in sections:
+    lines += [f"  {key}={default(key)}" for key in keys() if key.split(".", 1)[0] not in section_names]
+    for section in section_names:
         owners = ", ".join(n for n, a in algs_lib.REGISTRY.items() if a.section == section)
         lines += ["", f"  {section}.* (alg={owners}):"]
         lines += [f"  {key}={default(key)}" for key in keys() if key.split(".", 1)[0] == section]

@@ -1,0 +1,99 @@
+"""Devices, in one place for both loops: a 1-D mesh over local devices, ``shard_map`` over it, per-device keys,
+and the layout of a ``TrainState`` (one field per device, the rest replicated).
+
+Each device runs the same program on its own share of the envs (and, off-policy, its own replay buffer, as
+each baselines MPI worker keeps its own); agents average gradients and pool normaliser statistics over ``AXIS``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+AXIS = "devices"
+
+
+def make_mesh(num_devices: int) -> Mesh:
+    """A 1-D mesh ``(AXIS,)`` over the first ``num_devices`` local devices."""
+    devices = jax.local_devices()
+    if not 1 <= num_devices <= len(devices):
+        raise ValueError(f"num_devices={num_devices}, but {len(devices)} local devices exist")
+    return Mesh(np.asarray(devices[:num_devices]), (AXIS,))
+
+
+def shard(fn: Callable, mesh: Mesh, in_specs: Any, out_specs: Any) -> Callable:
+    """``jax.shard_map`` of ``fn`` over ``mesh``.
+
+    ``check_vma=False``: the env code (``vec``'s ``lax.cond``, the C engine's ``pure_callback``) is not written
+    for shard_map's varying-axis types. Replication of the ``P()`` outputs holds by construction (every such value
+    is a function of replicated inputs and of psum/pmean results); the multi-device tests check it.
+    """
+    return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
+
+
+def on_mesh(fn: Callable, mesh: Mesh, specs: tuple) -> Callable:
+    """``fn`` with its arguments first placed on ``mesh`` as ``specs`` (one pytree prefix of ``PartitionSpec``s
+    per argument) say: they may come from elsewhere, e.g. a one-device computation or a restored checkpoint. A
+    no-op for arguments already there."""
+    shardings = tuple(
+        jax.tree.map(lambda spec: NamedSharding(mesh, spec), spec_tree, is_leaf=lambda x: isinstance(x, P))
+        for spec_tree in specs
+    )
+
+    def placed(*args):
+        return fn(*(jax.device_put(a, sh) for a, sh in zip(args, shardings)))
+
+    return placed
+
+
+def axis_name(num_devices: int) -> Optional[str]:
+    """The device axis name the agents and loops reduce over: ``AXIS``, or ``None`` on one device.
+
+    On one device there is nothing to reduce, and XLA compiles a program with one-device collectives in it
+    differently (its float results move by ~1e-8), so a one-device run is exactly the plain program.
+    """
+    return AXIS if num_devices > 1 else None
+
+
+def device_index(axis_name: Optional[str]) -> jax.Array:
+    """This device's index along ``axis_name`` (0 when ``None``)."""
+    return 0 if axis_name is None else jax.lax.axis_index(axis_name)
+
+
+def device_count(axis_name: Optional[str]) -> int:
+    """The number of devices along ``axis_name`` (1 when ``None``)."""
+    return 1 if axis_name is None else jax.lax.psum(1, axis_name)
+
+
+def device_key(key: jax.Array, axis_name: Optional[str]) -> jax.Array:
+    """This device's own key from a replicated one: ``fold_in(key, device index)``."""
+    return jax.random.fold_in(key, device_index(axis_name))
+
+
+def strip_device_axis(fn: Callable, per_device: str) -> Callable:
+    """``fn(state, ...)`` seeing field ``per_device`` without its device axis (``[1, ...]`` inside ``shard_map``);
+    the device axis is put back on every state it returns (alone or first of a tuple)."""
+
+    def add(out: Any) -> Any:
+        if isinstance(out, tuple):
+            return (add(out[0]),) + tuple(out[1:])
+        return out.replace(**{per_device: jax.tree.map(lambda x: x[None], getattr(out, per_device))})
+
+    def wrapped(state: Any, *args):
+        inner = state.replace(**{per_device: jax.tree.map(lambda x: x[0], getattr(state, per_device))})
+        return add(fn(inner, *args))
+
+    return wrapped
+
+
+def add_device_axis(fn: Callable, per_device: str) -> Callable:
+    """``fn(...) -> state`` with a device axis added to field ``per_device`` of the state it returns."""
+
+    def wrapped(*args):
+        state = fn(*args)
+        return state.replace(**{per_device: jax.tree.map(lambda x: x[None], getattr(state, per_device))})
+
+    return wrapped
