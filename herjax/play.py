@@ -8,7 +8,7 @@ Keys: ``run`` (required), ``episodes`` (10), ``checkpoint`` (``best`` or ``lates
 and ``height`` (480 x 480, gymnasium-robotics' default), ``backend`` (the run's own by default).
 
 The episodes are those of training's evaluation: ``herjax.rollout.collect_episodes`` with the algorithm's
-deterministic policy (``greedy_policy``) on the run's env. The video renders them afterwards from the recorded
+deterministic policy (``Trainer.policy``) on the run's env. The video renders them afterwards from the recorded
 physical states with MuJoCo's offscreen renderer: each frame writes qpos, qvel and the mocap pose into an
 ``MjData`` of the env's own ``MjModel``, moves the goal marker (site ``target0``) to the episode's goal as
 gymnasium-robotics does, and calls ``mj_forward``. Without a display, importing this module sets
@@ -44,7 +44,7 @@ from typing import Any, Callable, Optional, Sequence  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from herjax.checkpoint import CheckpointError  # noqa: E402
+from herjax.runs.checkpoint import CheckpointError  # noqa: E402
 
 # gymnasium-robotics' Fetch camera (``fetch_env.DEFAULT_CAMERA_CONFIG``).
 CAMERA = {"distance": 2.5, "azimuth": 132.0, "elevation": -14.0, "lookat": (1.3, 0.75, 0.55)}
@@ -204,7 +204,7 @@ def play(
         backend: physics engine; ``None``: the run's own.
         log: called with the summary lines; ``None`` silences it.
 
-    Raises ``PlayError`` or ``herjax.checkpoint.CheckpointError`` (one line) for bad input.
+    Raises ``PlayError`` or ``herjax.runs.checkpoint.CheckpointError`` (one line) for bad input.
     """
     if episodes < 1:
         raise PlayError(f"bad value {episodes!r} for episodes: must be > 0")
@@ -214,7 +214,7 @@ def play(
         raise PlayError(f"bad value {video!r} for video: expected a path ending in .mp4 or .gif")
     import jax
 
-    from herjax import checkpoint as ckpt_lib
+    from herjax.runs import checkpoint as ckpt_lib
     from herjax.rollout import collect_episodes
 
     run = ckpt_lib.load_run(run_dir, checkpoint, backend=backend)
@@ -223,7 +223,7 @@ def play(
 
     @jax.jit
     def rollout(state: Any, key: jax.Array):
-        policy = run.impl.greedy_policy(trainer, state)
+        policy = lambda obs, goal, key: trainer.policy(state, obs, goal)
         episodes_, info = collect_episodes(env, policy, key, episodes, record_physics=want_frames)
         return episodes_.desired_goal[:, 0], info
 

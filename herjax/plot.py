@@ -61,7 +61,7 @@ def find_runs(paths: Sequence[str]) -> list[str]:
 
 
 def read_run(run_dir: str) -> Run:
-    from herjax.checkpoint import CheckpointError, read_config
+    from herjax.runs.checkpoint import CheckpointError, read_config
 
     try:
         cfg = read_config(run_dir)
@@ -78,7 +78,7 @@ def read_run(run_dir: str) -> Run:
 def config_key(config: dict[str, Any]) -> tuple:
     """What runs of one config share: the config without ``IGNORED_KEYS`` and other algorithms' sections."""
     active = algs_lib.get(config["alg"]).section if config["alg"] in algs_lib.REGISTRY else None
-    other_sections = set(algs_lib.sections()) - {active}
+    other_sections = set(config_lib.sections()) - {active}
     return tuple(
         (k, config_lib._dotlist_value(v)) for k, v in sorted(config.items())
         if k not in IGNORED_KEYS and k.split(".", 1)[0] not in other_sections

@@ -7,7 +7,7 @@
 
 ``policy(obs)`` takes the goal-env observation dict of NumPy arrays (``observation``, ``desired_goal``; other
 keys are ignored), one observation (``[obs_dim]``) or a batch (``[B, obs_dim]``), and returns the deterministic
-action as ``float32`` NumPy, ``[4]`` or ``[B, 4]``. It is the algorithm's own ``greedy_policy`` (the policy the
+action as ``float32`` NumPy, ``[4]`` or ``[B, 4]``. It is the trainer's ``policy`` (the deterministic policy the
 training's evaluation runs), jitted; the first call of each batch size compiles it.
 """
 
@@ -36,14 +36,7 @@ class Policy:
         self.env_steps = int(run.meta["env_steps"])
         self.obs_dim, self.goal_dim, self.action_dim = run.env.obs_dim, run.env.goal_dim, run.env.action_dim
         self._state = run.state
-        trainer, impl = run.trainer, run.impl
-
-        @jax.jit
-        def act(state: Any, obs: jax.Array, goal: jax.Array) -> jax.Array:
-            # Deterministic: the key is not used, any key will do.
-            return impl.greedy_policy(trainer, state)(obs, goal, jax.random.key(0))
-
-        self._act = act
+        self._act = jax.jit(run.trainer.policy)
 
     def __call__(self, obs: Mapping[str, Any]) -> np.ndarray:
         dtype = np.float32
@@ -65,8 +58,8 @@ class Policy:
 def load(run_dir: str, checkpoint: str = "best", *, backend: Optional[str] = None) -> Policy:
     """The deterministic policy of a run's ``checkpoint`` (``best`` or ``latest``) as a ``Policy``.
 
-    Raises ``herjax.checkpoint.CheckpointError`` (one line) for a missing run or no readable checkpoint.
+    Raises ``herjax.runs.checkpoint.CheckpointError`` (one line) for a missing run or no readable checkpoint.
     """
-    from herjax import checkpoint as ckpt_lib
+    from herjax.runs import checkpoint as ckpt_lib
 
     return Policy(ckpt_lib.load_run(run_dir, checkpoint, backend=backend))

@@ -3,6 +3,7 @@
     python -m herjax.train env=fetch_reach
     python -m herjax.train env=fetch_push seed=3 ddpg.batch_size=512 total_env_steps=2e5
     python -m herjax.train env=fetch_push scale=paper          # the paper's 19 workers on one device
+    python -m herjax.train env=fetch_reach alg=td3_her         # TD3+HER (td3.* keys); sac_her, ppo likewise
     python -m herjax.train resume=runs/fetch_push/ddpg_her/20250101-120000 [total_env_steps=4e6]
     python -m herjax.train --help                              # the groups, every key and its default
 
@@ -12,8 +13,8 @@
     result.history[-1]["test/success_rate"]
 
 A run writes into ``run_dir`` (default ``runs/<env>/<alg>/<timestamp>``): ``config.yaml`` (the resolved config),
-``progress.csv`` (one row per epoch, columns ``PROGRESS_COLUMNS`` then the algorithm's metrics), TensorBoard
-event files (``tensorboard --logdir runs``) and ``checkpoints/`` (``herjax.checkpoint``: ``latest`` every
+``progress.csv`` (one row per epoch, columns ``PROGRESS_COLUMNS`` then the trainer's ``epoch_metrics``), TensorBoard
+event files (``tensorboard --logdir runs``) and ``checkpoints/`` (``herjax.runs.checkpoint``: ``latest`` every
 ``save_every`` epochs, ``best`` by test success, ``periodic`` every ``keep_every``). It prints one line per epoch
 with the env steps, steps/s, success rates and the ETA (plain lines, so logs stay readable; on a terminal a
 status line also counts the running epoch's seconds).
@@ -33,23 +34,21 @@ directory) prints one line on stderr and exits with status 2 before anything is 
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import dataclasses
 import os
 import signal
 import sys
-import threading
 import time
 from typing import Any, Callable, Optional, Sequence, Union
 
-from herjax import checkpoint as ckpt_lib
 from herjax import config as config_lib
-from herjax.checkpoint import CheckpointError
 from herjax.config import ConfigError, TrainConfig
-
-PROGRESS_COLUMNS = ("epoch", "env_steps", "wall_s", "epoch_s", "steps_per_s")  # then the alg's EPOCH_METRICS
-EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+from herjax.runs import checkpoint as ckpt_lib
+from herjax.runs import console as console_lib
+from herjax.runs import logs
+from herjax.runs.checkpoint import CheckpointError
+from herjax.runs.console import EXIT_CODES, Interrupted
+from herjax.runs.logs import PROGRESS_COLUMNS
 
 
 @dataclasses.dataclass
@@ -59,7 +58,7 @@ class TrainResult:
     Attributes:
         config: the resolved config.
         history: one dict per epoch since the run began (resumed runs included), keyed like ``progress.csv``.
-        state: the final training state (for DDPG+HER a ``loops.TrainState``).
+        state: the final ``herjax.loops.TrainState``.
         run_dir: where the run's files are.
         trainer: the compiled ``Trainer``; ``trainer.run_epoch(state)`` goes on without recompiling, and
             ``train(..., trainer=result.trainer)`` reuses it for another run of the same computation.
@@ -79,52 +78,6 @@ class TrainResult:
     def exit_code(self) -> int:
         """0, or 130 / 143 when SIGINT / SIGTERM stopped the run."""
         return EXIT_CODES[getattr(signal, self.stopped_by)] if self.stopped_by else 0
-
-
-def _make_run_dir(path: str) -> str:
-    """Creates ``path``; if it already holds a run, a fresh ``path-1``, ``path-2``... instead."""
-    candidate, n = path, 0
-    while os.path.exists(os.path.join(candidate, "progress.csv")) or os.path.exists(
-        os.path.join(candidate, "checkpoints")
-    ):
-        n += 1
-        candidate = f"{path}-{n}"
-    os.makedirs(candidate, exist_ok=True)
-    return candidate
-
-
-def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", newline="") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-
-
-def _progress_line(
-    row: dict[str, float], n_epochs: int, total_steps: int, eta_s: float, bound: bool = False
-) -> str:
-    parts = [
-        f"epoch {int(row['epoch']):>3}/{n_epochs}",
-        f"env steps {int(row['env_steps']):>9,}/{total_steps:,}",
-        f"{row['steps_per_s']:7.0f} steps/s",
-        f"test success {row['test/success_rate']:.3f}",
-    ]
-    if "train/success_rate" in row:
-        parts.append(f"train success {row['train/success_rate']:.3f}")
-    if "test/mean_Q" in row:
-        parts.append(f"test Q {row['test/mean_Q']:7.3f}")
-    eta = "0 s" if int(row["epoch"]) >= n_epochs else ("< " if bound else "") + _duration(eta_s)
-    parts += [f"{_duration(row['wall_s'])} so far", f"ETA {eta}"]
-    return " | ".join(parts)
 
 
 def resume_command(run_dir: str) -> str:
@@ -160,122 +113,103 @@ def _prepare(cfg_or_overrides: Any, resume: Optional[str]) -> TrainConfig:
     return config_lib.resolve(cfg)
 
 
-class Interrupted(KeyboardInterrupt):
-    """A second SIGINT/SIGTERM: the run quit at once, without saving. ``signum`` is the signal."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-class _Signals:
-    """SIGINT/SIGTERM -> a request to stop at the next epoch boundary; a second one raises ``Interrupted``."""
-
-    def __init__(self, enabled: bool, log: Optional[Callable[[str], None]]):
-        self.enabled = enabled
-        self.log = log
-        self.received: Optional[int] = None
-        self._previous: dict[int, Any] = {}
-        self._protected = False
-        self._quit: Optional[int] = None
-
-    def __enter__(self) -> "_Signals":
-        if self.enabled and threading.current_thread() is threading.main_thread():
-            for signum in EXIT_CODES:
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-    @contextlib.contextmanager
-    def protect(self):
-        """A second signal inside this block (a checkpoint being written) takes effect when the block ends."""
-        self._protected = True
-        try:
-            yield
-        finally:
-            self._protected = False
-        if self._quit is not None:
-            raise Interrupted(self._quit)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.received is not None:
-            if self._protected:
-                self._quit = signum
-                return
-            raise Interrupted(signum)
-        self.received = signum
-        if self.log:
-            self.log(f"herjax.train: got {signal.Signals(signum).name}: saving the latest checkpoint after this "
-                     "epoch (send it again to quit now)")
-
-
-class _Console:
-    """The epoch lines, plus on a terminal a status line that counts the running epoch's seconds."""
-
-    def __init__(self, log: Optional[Callable[[str], None]]):
-        self.log = log
-        self.live = log is print and sys.stdout.isatty()
-        self._status = False
-
-    def line(self, text: str) -> None:
-        self.clear()
-        if self.log:
-            self.log(text)
-
-    def status(self, text: str) -> None:
-        if self.live:
-            sys.stdout.write("\r\033[K" + text)
-            sys.stdout.flush()
-            self._status = True
-
-    def clear(self) -> None:
-        if self._status:
-            sys.stdout.write("\r\033[K")
-            sys.stdout.flush()
-            self._status = False
-
-
-def _run_epoch(trainer: Any, state: Any, console: _Console, label: str, expected_s: Optional[float]) -> tuple:
-    """``trainer.run_epoch(state)``, computed to the end, on a worker thread.
-
-    A jitted epoch with host callbacks runs synchronously, and a thread blocked in XLA never runs Python's signal
-    handlers; so the main thread only waits here, where a signal is handled at once and the terminal's status
-    line can count the seconds.
-    """
-    import jax
-
-    box: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            box["out"] = jax.block_until_ready(trainer.run_epoch(state))
-        except BaseException as e:  # noqa: BLE001 -- re-raised on the main thread
-            box["error"] = e
-
-    # A daemon: after a second signal the process may leave without waiting for the epoch.
-    thread = threading.Thread(target=work, name="herjax-epoch", daemon=True)
-    start = last = time.perf_counter()
-    thread.start()
-    while thread.is_alive():
-        thread.join(0.1)
-        now = time.perf_counter()
-        if now - last >= 0.5:
-            last = now
-            guess = f" of ~{_duration(expected_s)}" if expected_s else ""
-            console.status(f"{label}: {_duration(now - start)}{guess}")
-    if "error" in box:
-        raise box["error"]
-    return box["out"]
-
-
 def _same_computation(a: TrainConfig, b: TrainConfig) -> bool:
     neutral = {k: getattr(TrainConfig(), k) for k in config_lib.RUN_CONTROL_KEYS}
     return dataclasses.replace(a, seed=0, run_dir=None, **neutral) == dataclasses.replace(
         b, seed=0, run_dir=None, **neutral
     )
+
+
+class _Start:
+    """Where a run starts: its state, the host's history, and what the console says about it."""
+
+    def __init__(self, state: Any, history: list, wall_s: float, best: Optional[float], resumed_from: Optional[str]):
+        self.state, self.history, self.wall_s, self.best, self.resumed_from = state, history, wall_s, best, resumed_from
+
+
+def _build(cfg: TrainConfig, trainer: Any) -> Any:
+    """The run's ``Trainer``: ``trainer`` when it computes the same thing, else a new one."""
+    from herjax import envs, loops
+
+    ckpt_lib.import_env_dependencies_quietly()
+    if trainer is not None and _same_computation(trainer.config, cfg):
+        return trainer
+    return loops.make_train(cfg, envs.make(cfg.env, backend=cfg.backend))
+
+
+def _start(cfg: TrainConfig, trainer: Any, resume: Optional[str], console: console_lib.Console,
+           total_epochs: int) -> _Start:
+    """A fresh state, or the newest readable checkpoint of ``resume`` (dropping the checkpoints after it)."""
+    import jax
+
+    env = trainer.env
+    if resume is None:
+        console.line(f"herjax.train: {cfg.env} ({env.backend}), {cfg.alg}, {total_epochs} epochs of "
+                     f"{trainer.steps_per_epoch:,} env steps, run_dir {cfg.run_dir}")
+        return _Start(trainer.init(jax.random.key(cfg.seed)), [], 0.0, None, None)
+    warn = lambda text: console.line(f"herjax.train: warning: {text}")
+    state, meta, resumed_from = ckpt_lib.restore(cfg.run_dir, ckpt_lib.abstract_state(trainer), warn=warn)
+    dropped = ckpt_lib.drop_after(cfg.run_dir, int(meta["epoch"]))
+    if dropped:
+        console.line(f"herjax.train: dropped checkpoints newer than {resumed_from}: {', '.join(dropped)}")
+    console.line(f"herjax.train: resuming {cfg.run_dir} from checkpoint {resumed_from} (epoch {int(meta['epoch'])} "
+                 f"of {total_epochs}, {int(meta['env_steps']):,} env steps), {cfg.env} ({env.backend})")
+    history = [dict(row) for row in meta["history"]]
+    return _Start(state, history, float(meta["wall_s"]), meta.get("best_success"), resumed_from)
+
+
+def _row(state: Any, metrics: dict, names: Sequence[str], wall_s: float, epoch_s: float, per_epoch: int) -> dict:
+    """One ``progress.csv`` row of an epoch."""
+    return {
+        "epoch": int(state.epoch),
+        "env_steps": int(state.env_steps),
+        "wall_s": wall_s,
+        "epoch_s": epoch_s,
+        "steps_per_s": per_epoch / epoch_s,
+        **{k: float(metrics[k]) for k in names},
+    }
+
+
+def _save(checkpointer: ckpt_lib.Checkpointer, cfg: TrainConfig, state: Any, row: dict, history: list,
+          best: Optional[float], last: bool) -> Optional[float]:
+    """The checkpoint policy after an epoch: ``best`` on a new best test success, ``periodic`` every
+    ``keep_every``, ``latest`` every ``save_every`` and at the end. Returns the best success so far."""
+    epoch, success = row["epoch"], row["test/success_rate"]
+    meta = {"epoch": epoch, "env_steps": row["env_steps"], "wall_s": row["wall_s"], "best_success": best,
+            "history": history}
+    if best is None or success >= best:
+        best = meta["best_success"] = success
+        checkpointer.save("best", state, meta)
+    if cfg.keep_every and epoch % cfg.keep_every == 0:
+        checkpointer.save("periodic", state, meta)
+    if epoch % cfg.save_every == 0 or last:
+        checkpointer.save("latest", state, meta)
+    return best
+
+
+def _finish(log: Optional[Callable[[str], None]], run_dir: str, state: Any, history: list,
+            stopped_by: Optional[str]) -> None:
+    if not log:
+        return
+    total = history[-1]["env_steps"] if history else 0
+    if stopped_by:
+        log(f"herjax.train: stopped by {stopped_by} after epoch {int(state.epoch)} ({total:,} env steps); saved "
+            f"the latest checkpoint. Resume with: {resume_command(run_dir)}")
+    elif history:
+        best_seen = max(row["test/success_rate"] for row in history)
+        log(f"herjax.train: done, {len(history)} epochs, {total:,} env steps, "
+            f"{console_lib.duration(history[-1]['wall_s'])}, best test success {best_seen:.3f}; wrote {run_dir}")
+
+
+def _interrupted(log: Optional[Callable[[str], None]], run_dir: str) -> None:
+    if not log:
+        return
+    saved = ckpt_lib.steps(run_dir, "latest")
+    if saved:
+        log(f"herjax.train: interrupted; the latest checkpoint is epoch {saved[-1]}. Resume with: "
+            f"{resume_command(run_dir)}")
+    else:
+        log("herjax.train: interrupted before the first checkpoint; nothing to resume")
 
 
 def train(
@@ -304,173 +238,76 @@ def train(
 
     Returns:
         ``TrainResult``. Raises ``herjax.config.ConfigError`` on a bad config and
-        ``herjax.checkpoint.CheckpointError`` on a missing or unreadable resume directory, both before anything
+        ``herjax.runs.checkpoint.CheckpointError`` on a missing or unreadable resume directory, both before anything
         is built.
     """
     cfg = _prepare(cfg_or_overrides, resume)
     # Heavy imports after validation, so that a bad argument fails before JAX does any work.
     import jax
 
-    from herjax import algs, envs
-
-    impl = algs.implementation(cfg.alg)
-    ckpt_lib.import_env_dependencies_quietly()
-    if trainer is not None and _same_computation(trainer.config, cfg):
-        env = trainer.env
-    else:
-        env = envs.make(cfg.env, backend=cfg.backend)
-        trainer = impl.make_train(cfg, env)
+    trainer = _build(cfg, trainer)
+    if resume is None:
+        cfg = dataclasses.replace(cfg, run_dir=logs.make_run_dir(cfg.run_dir))
     per_epoch = trainer.steps_per_epoch
     total_epochs = -(-cfg.total_env_steps // per_epoch)
-    console = _Console(log)
-    columns = PROGRESS_COLUMNS + tuple(impl.EPOCH_METRICS)
-
-    if resume is None:
-        run_dir = _make_run_dir(cfg.run_dir)
-        if run_dir != cfg.run_dir:
-            cfg = dataclasses.replace(cfg, run_dir=run_dir)
-    else:
-        run_dir = cfg.run_dir
-    checkpointer = ckpt_lib.Checkpointer(run_dir)
-    resumed_from = None
-    if resume is None:
-        history: list[dict[str, float]] = []
-        wall_before, best = 0.0, None
-        state = trainer.init(jax.random.key(cfg.seed))
-        _write_atomic(os.path.join(run_dir, "progress.csv"), ",".join(columns) + "\r\n")
-        console.line(f"herjax.train: {cfg.env} ({env.backend}), {cfg.alg}, {total_epochs} epochs of "
-                     f"{per_epoch:,} env steps, run_dir {run_dir}")
-    else:
-        warn = (lambda text: console.line(f"herjax.train: warning: {text}"))
-        state, meta, resumed_from = ckpt_lib.restore(run_dir, ckpt_lib.abstract_state(trainer), warn=warn)
-        history = [dict(row) for row in meta["history"]]
-        wall_before, best = float(meta["wall_s"]), meta.get("best_success")
-        dropped = checkpointer.drop_after(int(meta["epoch"]))
-        if dropped:
-            console.line(f"herjax.train: dropped checkpoints newer than {resumed_from}: {', '.join(dropped)}")
-        _write_progress(os.path.join(run_dir, "progress.csv"), columns, history)
-        console.line(f"herjax.train: resuming {run_dir} from checkpoint {resumed_from} (epoch {int(meta['epoch'])} "
-                     f"of {total_epochs}, {int(meta['env_steps']):,} env steps), {cfg.env} ({env.backend})")
-    _write_atomic(os.path.join(run_dir, "config.yaml"), config_lib.to_yaml(cfg))
-
-    writer = _tensorboard(run_dir, cfg, purge_step=(history[-1]["env_steps"] + 1) if history else None)
+    console = console_lib.Console(log)
+    start = _start(cfg, trainer, resume, console, total_epochs)
+    state, history, best = start.state, start.history, start.best
+    logs.write_atomic(os.path.join(cfg.run_dir, "config.yaml"), config_lib.to_yaml(cfg))
+    progress = logs.ProgressLog(cfg.run_dir, PROGRESS_COLUMNS + trainer.epoch_metrics, history,
+                                config_lib.to_yaml(cfg))
+    checkpointer = ckpt_lib.Checkpointer(cfg.run_dir)
     stopped_by = None
     session_epochs: list[float] = []
-    start = time.perf_counter()
+    began = time.perf_counter()
     try:
-        with _Signals(handle_signals, console.line) as signals, open(
-            os.path.join(run_dir, "progress.csv"), "a", newline=""
-        ) as f:
-            csv_writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        with console_lib.Signals(handle_signals, console.line) as signals:
             first_epoch = int(state.epoch)
             if first_epoch >= total_epochs:
-                console.line(f"herjax.train: {run_dir} already has {first_epoch} of {total_epochs} epochs; "
+                console.line(f"herjax.train: {cfg.run_dir} already has {first_epoch} of {total_epochs} epochs; "
                              "nothing to do (raise total_env_steps= to train longer)")
             for epoch in range(first_epoch + 1, total_epochs + 1):
                 epoch_start = time.perf_counter()
-                expected = _mean_epoch_s(session_epochs)
                 label = f"epoch {epoch}/{total_epochs}" + ("" if session_epochs else " (compiling, then running)")
-                state, metrics = _run_epoch(trainer, state, console, label, expected)
-                metrics = jax.device_get(metrics)
+                state, metrics = console_lib.run_epoch(trainer, state, console, label, _mean_epoch_s(session_epochs))
                 now = time.perf_counter()
-                epoch_s = now - epoch_start
-                session_epochs.append(epoch_s)
-                row = {
-                    "epoch": int(state.epoch),
-                    "env_steps": int(state.env_steps),
-                    "wall_s": wall_before + now - start,
-                    "epoch_s": epoch_s,
-                    "steps_per_s": per_epoch / epoch_s,
-                    **{k: float(metrics[k]) for k in impl.EPOCH_METRICS},
-                }
+                session_epochs.append(now - epoch_start)
+                row = _row(state, jax.device_get(metrics), trainer.epoch_metrics, start.wall_s + now - began,
+                           now - epoch_start, per_epoch)
                 history.append(row)
-                csv_writer.writerow(row)
-                f.flush()
-                if writer is not None:
-                    for key in columns[2:]:
-                        writer.add_scalar(key, row[key], row["env_steps"])
-                    writer.flush()
-                eta = _mean_epoch_s(session_epochs) * (total_epochs - epoch)
+                progress.write(row)
                 # The first epoch of a process includes compilation: its ETA is an upper bound.
-                first = len(session_epochs) == 1
-                console.line(_progress_line(row, total_epochs, cfg.total_env_steps, eta, bound=first))
-
-                success = row["test/success_rate"]
+                eta = _mean_epoch_s(session_epochs) * (total_epochs - epoch)
+                console.line(console_lib.progress_line(row, total_epochs, cfg.total_env_steps, eta,
+                                                       bound=len(session_epochs) == 1))
                 stop = (
                     signals.received is not None
-                    or (cfg.stop_success is not None and success >= cfg.stop_success)
+                    or (cfg.stop_success is not None and row["test/success_rate"] >= cfg.stop_success)
                     or (should_stop is not None and should_stop(row))
                 )
-                meta = {"epoch": row["epoch"], "env_steps": row["env_steps"], "wall_s": row["wall_s"],
-                        "best_success": best, "history": history}
                 with signals.protect():
-                    if best is None or success >= best:
-                        best = meta["best_success"] = success
-                        checkpointer.save("best", state, meta)
-                    if cfg.keep_every and epoch % cfg.keep_every == 0:
-                        checkpointer.save("periodic", state, meta)
-                    if epoch % cfg.save_every == 0 or epoch == total_epochs or stop:
-                        checkpointer.save("latest", state, meta)
+                    best = _save(checkpointer, cfg, state, row, history, best, last=epoch == total_epochs or stop)
                 if signals.received is not None:
                     stopped_by = signal.Signals(signals.received).name
                 if stop:
                     break
     except KeyboardInterrupt:
         console.clear()
-        if log:
-            saved = ckpt_lib.steps(run_dir, "latest")
-            if saved:
-                log(f"herjax.train: interrupted; the latest checkpoint is epoch {saved[-1]}. Resume with: "
-                    f"{resume_command(run_dir)}")
-            else:
-                log("herjax.train: interrupted before the first checkpoint; nothing to resume")
+        _interrupted(log, cfg.run_dir)
         raise
     finally:
         console.clear()
         checkpointer.close()
-        if writer is not None:
-            writer.close()
-
-    if log:
-        total = history[-1]["env_steps"] if history else 0
-        if stopped_by:
-            log(f"herjax.train: stopped by {stopped_by} after epoch {int(state.epoch)} ({total:,} env steps); saved "
-                f"the latest checkpoint. Resume with: {resume_command(run_dir)}")
-        elif history:
-            best_seen = max(row["test/success_rate"] for row in history)
-            log(f"herjax.train: done, {len(history)} epochs, {total:,} env steps, "
-                f"{_duration(history[-1]['wall_s'])}, best test success {best_seen:.3f}; wrote {run_dir}")
-    return TrainResult(config=cfg, history=history, state=state, run_dir=run_dir, trainer=trainer,
-                       stopped_by=stopped_by, resumed_from=resumed_from)
+        progress.close()
+    _finish(log, cfg.run_dir, state, history, stopped_by)
+    return TrainResult(config=cfg, history=history, state=state, run_dir=cfg.run_dir, trainer=trainer,
+                       stopped_by=stopped_by, resumed_from=start.resumed_from)
 
 
-def _mean_epoch_s(epoch_s: list[float]) -> float:
+def _mean_epoch_s(epoch_s: list[float]) -> Optional[float]:
     # The first epoch of a process includes compilation: leave it out once there are others.
     later = epoch_s[1:] or epoch_s
-    return sum(later) / len(later) if later else 0.0
-
-
-def _write_progress(path: str, columns: Sequence[str], history: list[dict]) -> None:
-    """Rewrites ``progress.csv`` with exactly ``history`` (a resumed run drops rows newer than its checkpoint)."""
-    import io
-
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(history)
-    _write_atomic(path, buffer.getvalue())
-
-
-def _tensorboard(run_dir: str, cfg: TrainConfig, purge_step: Optional[int]):
-    """A TensorBoard writer on ``run_dir`` (x axis: env steps); ``None`` if tensorboardX is missing."""
-    try:
-        from tensorboardX import SummaryWriter
-    except ImportError:
-        return None
-    writer = SummaryWriter(run_dir, purge_step=purge_step, flush_secs=30)
-    if purge_step is None:
-        writer.add_text("config", "```\n" + config_lib.to_yaml(cfg) + "\n```", 0)
-    return writer
+    return sum(later) / len(later) if later else None
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -8,7 +8,7 @@ A run directory holds three kinds of checkpoint, each a folder of orbax steps na
     <run_dir>/checkpoints/periodic/<epoch>/  every ``keep_every`` epochs, never deleted
 
 Each step holds two items: ``state``, the whole training state pytree of the algorithm (for DDPG+HER the
-``loops.TrainState``: online and target parameters, optimiser states, normaliser statistics, the replay
+``herjax.loops.TrainState``: online and target parameters, optimiser states, normaliser statistics, the replay
 buffer, the PRNG key and the counters), and ``meta``, JSON with what the host loop needs to go on exactly: the
 ``progress.csv`` rows so far, the wall-clock seconds so far and the best test success.
 
@@ -153,23 +153,22 @@ class Checkpointer:
         manager.wait_until_finished()
         _write_checksums(os.path.join(checkpoint_dir(self.run_dir, kind), str(epoch)))
 
-    def drop_after(self, epoch: int) -> list[str]:
-        """Deletes every step newer than ``epoch`` (of every kind); returns what it deleted. A run resumed from
-        ``epoch`` recomputes those epochs exactly, so nothing is lost."""
-        dropped = []
-        for kind in KINDS:
-            for step in steps(self.run_dir, kind):
-                if step > epoch:
-                    shutil.rmtree(os.path.join(checkpoint_dir(self.run_dir, kind), str(step)))
-                    dropped.append(f"{kind}/{step}")
-        for manager in self._managers.values():
-            manager.reload()
-        return dropped
-
     def close(self) -> None:
         for manager in self._managers.values():
             manager.close()
         self._managers.clear()
+
+
+def drop_after(run_dir: str, epoch: int) -> list[str]:
+    """Deletes every step newer than ``epoch`` (of every kind); returns what it deleted. A run resumed from
+    ``epoch`` recomputes those epochs exactly, so nothing is lost."""
+    dropped = []
+    for kind in KINDS:
+        for step in steps(run_dir, kind):
+            if step > epoch:
+                shutil.rmtree(os.path.join(checkpoint_dir(run_dir, kind), str(step)))
+                dropped.append(f"{kind}/{step}")
+    return dropped
 
 
 def _file_checksums(step_dir: str) -> dict[str, list[int]]:
@@ -327,7 +326,6 @@ class LoadedRun(NamedTuple):
         state: the restored training state.
         meta: the checkpoint's host-side record (``epoch``, ``history`` ...).
         where: which checkpoint, ``kind/epoch``.
-        impl: the algorithm's module (``herjax.algs.implementation``).
     """
 
     config: Any
@@ -336,7 +334,6 @@ class LoadedRun(NamedTuple):
     state: Any
     meta: dict
     where: str
-    impl: Any
 
 
 def read_config(run_dir: str) -> Any:
@@ -377,7 +374,7 @@ def load_run(run_dir: str, checkpoint: str = "best", *, backend: Optional[str] =
 
     Raises ``CheckpointError`` (one line) for a missing run, a bad config or no readable checkpoint.
     """
-    from herjax import algs, envs
+    from herjax import envs, loops
 
     if checkpoint not in ("best", "latest"):
         raise CheckpointError(f"bad checkpoint {checkpoint!r}: expected best or latest")
@@ -385,12 +382,11 @@ def load_run(run_dir: str, checkpoint: str = "best", *, backend: Optional[str] =
     import_env_dependencies_quietly()
     if backend is not None:
         cfg = dataclasses.replace(cfg, backend=backend)
-    impl = algs.implementation(cfg.alg)
     env = envs.make(cfg.env, backend=cfg.backend)
-    trainer = impl.make_train(cfg, env)
+    trainer = loops.make_train(cfg, env)
     kinds = (checkpoint,) if checkpoint == "latest" or not steps(run_dir, "best") else ("best",)
     state, meta, where = restore(run_dir, abstract_state(trainer), kinds=kinds)
-    return LoadedRun(config=cfg, env=env, trainer=trainer, state=state, meta=meta, where=where, impl=impl)
+    return LoadedRun(config=cfg, env=env, trainer=trainer, state=state, meta=meta, where=where)
 
 
 def has_checkpoint(run_dir: str) -> bool:

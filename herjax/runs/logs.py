@@ -1,0 +1,82 @@
+"""The files of a run directory besides its checkpoints (host side: NOT pure, it writes files): the directory
+itself, ``config.yaml``, ``progress.csv`` and TensorBoard events."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from typing import Any, Optional, Sequence
+
+PROGRESS_COLUMNS = ("epoch", "env_steps", "wall_s", "epoch_s", "steps_per_s")  # then the trainer's epoch_metrics
+
+
+def make_run_dir(path: str) -> str:
+    """Creates ``path``; if it already holds a run, a fresh ``path-1``, ``path-2``... instead."""
+    candidate, n = path, 0
+    while os.path.exists(os.path.join(candidate, "progress.csv")) or os.path.exists(
+        os.path.join(candidate, "checkpoints")
+    ):
+        n += 1
+        candidate = f"{path}-{n}"
+    os.makedirs(candidate, exist_ok=True)
+    return candidate
+
+
+def write_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", newline="") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_progress(path: str, columns: Sequence[str], history: list[dict]) -> None:
+    """Rewrites ``progress.csv`` with exactly ``history`` (a resumed run drops rows newer than its checkpoint)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(history)
+    write_atomic(path, buffer.getvalue())
+
+
+def tensorboard(run_dir: str, config_yaml: str, purge_step: Optional[int]):
+    """A TensorBoard writer on ``run_dir`` (x axis: env steps); ``None`` if tensorboardX is missing."""
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        return None
+    writer = SummaryWriter(run_dir, purge_step=purge_step, flush_secs=30)
+    if purge_step is None:
+        writer.add_text("config", "```\n" + config_yaml + "\n```", 0)
+    return writer
+
+
+
+
+class ProgressLog:
+    """``progress.csv`` (and TensorBoard, when tensorboardX is installed) of a run, one row per epoch.
+
+    A new run writes the header; a resumed one rewrites the file with exactly the rows of its checkpoint (it drops
+    rows newer than the checkpoint, which the resumed run recomputes), then both append.
+    """
+
+    def __init__(self, run_dir: str, columns: Sequence[str], history: list[dict], config_yaml: str):
+        self.columns = tuple(columns)
+        path = os.path.join(run_dir, "progress.csv")
+        write_progress(path, self.columns, history)
+        self._file = open(path, "a", newline="")
+        self._csv = csv.DictWriter(self._file, fieldnames=self.columns, extrasaction="ignore")
+        self._tb = tensorboard(run_dir, config_yaml, purge_step=(history[-1]["env_steps"] + 1) if history else None)
+
+    def write(self, row: dict[str, Any]) -> None:
+        self._csv.writerow(row)
+        self._file.flush()
+        if self._tb is not None:
+            for key in self.columns[2:]:
+                self._tb.add_scalar(key, row[key], row["env_steps"])
+            self._tb.flush()
+
+    def close(self) -> None:
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()
