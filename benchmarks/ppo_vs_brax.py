@@ -1,7 +1,7 @@
 """herjax PPO against Brax's PPO trainer, side by side, on the same herjax env and machine.
 
 Both trainers step the very same herjax env (C MuJoCo on the CPU): herjax through ``herjax.envs.vec``, Brax through
-``herjax.envs.brax_env.BraxGoalEnv`` with ``wrap_for_training`` (fresh goals on every reset, like ``vec``; Brax's
+``herjax.interop.brax.BraxGoalEnv`` with ``wrap_for_training`` (fresh goals on every reset, like ``vec``; Brax's
 default auto-reset would replay each env slot's first goal forever). Hyper-parameters are matched where Brax has
 them (see ``brax_kwargs``): envs, steps per update batch, minibatch size, passes, learning rate, discount, GAE
 lambda, clip, gradient clip, observation normalisation, network sizes and activation, initial action noise. What
@@ -34,6 +34,7 @@ import math
 import os
 import statistics
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -44,10 +45,11 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from benchmarks.machine import describe  # noqa: E402
-from herjax import envs, ppo_loops  # noqa: E402
-from herjax.agents.ppo import PPOSection  # noqa: E402
-from herjax.ppo_loops import PPOTrainConfig  # noqa: E402
+from herjax import config, envs, loops  # noqa: E402
+from herjax.agents.ppo import PPOConfig  # noqa: E402
+from herjax.config import TrainConfig  # noqa: E402
 from herjax.rollout import collect_episodes  # noqa: E402
+from herjax.train import train  # noqa: E402
 
 DEFAULT_OUT = os.path.join(HERE, "results", "ppo_vs_brax_cpu.json")
 N_TEST = 50
@@ -76,16 +78,21 @@ def make_eval(env, n_test: int):
     return build
 
 
-def run_herjax(task: dict, seed: int, ppo: PPOSection) -> dict:
-    cfg = PPOTrainConfig(env=task["env"], seed=seed, total_env_steps=task["budget"],
-                         ppo=dataclasses.replace(ppo, num_envs=task["num_envs"], n_iterations=task["n_iterations"],
-                                                 n_test_episodes=N_TEST))
+def herjax_config(task: dict, ppo: PPOConfig, **overrides) -> TrainConfig:
+    """The herjax run of ``task``: PPO with the task's envs, iterations (cycles) and budget."""
+    fields = dict(env=task["env"], alg="ppo", total_env_steps=task["budget"], num_envs=task["num_envs"],
+                  n_cycles=task["n_iterations"], n_test_episodes=N_TEST, run_dir="unused", ppo=ppo)
+    return config.load(TrainConfig(**{**fields, **overrides}))
+
+
+def run_herjax(task: dict, seed: int, ppo: PPOConfig) -> dict:
+    cfg = herjax_config(task, ppo, seed=seed, stop_success=task["threshold"])
     start = time.perf_counter()
-    trainer = ppo_loops.make_ppo_train(cfg, envs.make(cfg.env))
-    build_s = time.perf_counter() - start  # fit's clock starts after this
-    log = lambda row: print(f"  herjax {task['env']} seed {seed}: {row['env_steps']:>7} steps  "
-                            f"success {row['test/success_rate']:.2f}  {build_s + row['wall_s']:.1f}s", flush=True)
-    result = ppo_loops.fit(trainer, jax.random.key(seed), stop_success=task["threshold"], log=log)
+    trainer = loops.make_train(cfg, envs.make(cfg.env))
+    build_s = time.perf_counter() - start  # train's clock starts after this
+    log = lambda line: print(f"  herjax {task['env']} seed {seed}: {line}", flush=True)
+    with tempfile.TemporaryDirectory() as run_dir:
+        result = train(dataclasses.replace(cfg, run_dir=run_dir), log=log, trainer=trainer, handle_signals=False)
     total_s = time.perf_counter() - start
     history = result.history
     curve = [(r["env_steps"], round(build_s + r["wall_s"], 2), round(r["test/success_rate"], 3)) for r in history]
@@ -95,13 +102,11 @@ def run_herjax(task: dict, seed: int, ppo: PPOSection) -> dict:
                            "steps_per_epoch": trainer.steps_per_epoch})
 
 
-def herjax_throughput(task: dict, ppo: PPOSection, epochs: int = 5) -> list:
+def herjax_throughput(task: dict, ppo: PPOConfig, epochs: int = 5) -> list:
     """Training env steps/s, learning included, of each of ``epochs`` epochs after the compiling one, on the same
     run config with the evaluation made negligible (2 test episodes per 5x longer epoch)."""
-    cfg = PPOTrainConfig(env=task["env"], total_env_steps=task["budget"],
-                         ppo=dataclasses.replace(ppo, num_envs=task["num_envs"], n_iterations=5 * task["n_iterations"],
-                                                 n_test_episodes=2))
-    trainer = ppo_loops.make_ppo_train(cfg, envs.make(cfg.env))
+    cfg = herjax_config(task, ppo, n_cycles=5 * task["n_iterations"], n_test_episodes=2)
+    trainer = loops.make_train(cfg, envs.make(cfg.env))
     state, metrics = trainer.run_epoch(trainer.init(jax.random.key(0)))
     jax.block_until_ready(metrics)
     rates = []
@@ -115,14 +120,13 @@ def herjax_throughput(task: dict, ppo: PPOSection, epochs: int = 5) -> list:
 
 def initial_success(task: dict, seed: int) -> float:
     """Test success of herjax's untrained policy (the chance level of the task for a near-still arm)."""
-    cfg = PPOTrainConfig(env=task["env"], total_env_steps=1,
-                         ppo=PPOSection(num_envs=task["num_envs"], n_test_episodes=N_TEST))
-    trainer = ppo_loops.make_ppo_train(cfg, envs.make(cfg.env))
+    cfg = herjax_config(task, PPOConfig(), total_env_steps=1)
+    trainer = loops.make_train(cfg, envs.make(cfg.env))
     return float(trainer.evaluate(trainer.init(jax.random.key(seed)).agent, jax.random.key(seed + 7)).success_rate)
 
 
-def brax_kwargs(task: dict, ppo: PPOSection, budget: int, eval_every: int) -> dict:
-    """Brax ``ppo.train`` arguments matched to herjax's ``PPOTrainConfig``/``PPOConfig``."""
+def brax_kwargs(task: dict, ppo: PPOConfig, budget: int, eval_every: int) -> dict:
+    """Brax ``ppo.train`` arguments matched to herjax's PPO run (``herjax_config``)."""
     from brax.training.agents.ppo import networks as ppo_networks
     from flax import linen
 
@@ -161,10 +165,10 @@ def brax_kwargs(task: dict, ppo: PPOSection, budget: int, eval_every: int) -> di
     )
 
 
-def run_brax(task: dict, seed: int, ppo: PPOSection, eval_every: int) -> dict:
+def run_brax(task: dict, seed: int, ppo: PPOConfig, eval_every: int) -> dict:
     from brax.training.agents.ppo import train as brax_ppo
 
-    from herjax.envs.brax_env import BraxGoalEnv, wrap_for_training
+    from herjax.interop.brax import BraxGoalEnv, wrap_for_training
 
     start = time.perf_counter()
     env = envs.make(task["env"])
@@ -247,7 +251,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=DEFAULT_OUT)
     args = parser.parse_args(argv)
 
-    ppo = PPOSection()
+    ppo = PPOConfig()
     load_start = round(os.getloadavg()[0], 2)
     results = {}
     if os.path.exists(args.out):
@@ -270,9 +274,8 @@ def main(argv=None) -> int:
             "n_test_episodes": N_TEST,
             "untrained_test_success": round(initial_success(task, seeds[0]), 3),
             "eval_every_env_steps": eval_every,
-            "herjax_config": {"ppo": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(
-                dataclasses.replace(ppo, num_envs=task["num_envs"], n_iterations=task["n_iterations"],
-                                    n_test_episodes=N_TEST)).items()}},
+            "herjax_config": {k: v for k, v in config.flat_dict(herjax_config(task, ppo)).items()
+                              if k.split(".")[0] not in ("ddpg", "td3", "sac", "run_dir")},
             "brax_kwargs": {k: v for k, v in bk.items() if not k.startswith("_")},
             "brax_network": {"policy_hidden": list(ppo.hidden), "value_hidden": list(ppo.hidden),
                              "activation": "tanh", "distribution": "tanh_normal",

@@ -135,8 +135,8 @@ def main(argv=None) -> int:
     report["machine"] = machine_info()
     report["threshold"] = args.threshold
     report["definition"] = (
-        "first epoch whose test success rate (n_test_rollouts x num_envs deterministic episodes) >= threshold; "
-        "env_steps = training env steps at that epoch; wall_s = seconds from the call of train() (construction, "
+        "first epoch whose test success rate (n_test_episodes deterministic episodes, 10 x num_envs by default) "
+        ">= threshold; env_steps = training env steps at that epoch; wall_s = seconds from the call of train() (construction, "
         "compilation and evaluation included); baselines defaults, scale=single (1 worker, 2 envs, batch 256)"
     )
     for env in args.envs:

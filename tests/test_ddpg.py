@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from herjax.agents import normalizer
-from herjax.agents.networks import Actor, Critic
+from herjax.agents.common import normalizer
+from herjax.agents.common.networks import Actor, Critic
 from herjax.agents.ddpg import (
     DDPGConfig,
     actor_loss,
@@ -18,7 +18,7 @@ from herjax.agents.ddpg import (
     resolve_gamma,
     td_target,
 )
-from herjax.replay import Transitions
+from herjax.types import Transitions
 
 OBS_DIM, GOAL_DIM, ACT_DIM, T = 5, 3, 2, 50
 SMALL = DDPGConfig(hidden=(32, 32))
@@ -153,20 +153,21 @@ def test_act_shapes_bounds_and_exploration():
     cfg = dataclasses.replace(SMALL, max_u=max_u, noise_eps=0.0, random_eps=0.3)
     agent = make_ddpg(cfg, obs_dim=OBS_DIM, goal_dim=GOAL_DIM, act_dim=ACT_DIM, horizon=T)
     state = agent.init(jax.random.key(0))
-    act = jax.jit(agent.act, static_argnames="deterministic")
+    act = jax.jit(agent.act)
+    greedy_fn = jax.jit(agent.greedy)
     n = 4000
     obs = 300.0 * jax.random.normal(jax.random.key(1), (n, OBS_DIM))
     goal = jax.random.normal(jax.random.key(2), (n, GOAL_DIM))
 
-    greedy = act(state, obs, goal, jax.random.key(3), deterministic=True)
+    greedy = greedy_fn(state, obs, goal)
     assert greedy.shape == (n, ACT_DIM)
     assert np.all(np.abs(greedy) <= max_u)
     np.testing.assert_array_equal(
-        greedy, act(state, obs, goal, jax.random.key(4), deterministic=True)
+        greedy, greedy_fn(state, obs, goal)
     )
 
     # No Gaussian noise: a row differs from the greedy action iff it was replaced.
-    explore = act(state, obs, goal, jax.random.key(5), deterministic=False)
+    explore = act(state, obs, goal, jax.random.key(5))
     assert np.all(np.abs(explore) <= max_u)
     replaced = np.any(np.asarray(explore) != np.asarray(greedy), axis=-1)
     se = np.sqrt(0.3 * 0.7 / n)
@@ -180,10 +181,10 @@ def test_act_shapes_bounds_and_exploration():
         dataclasses.replace(cfg, noise_eps=0.2, random_eps=0.0),
         obs_dim=OBS_DIM, goal_dim=GOAL_DIM, act_dim=ACT_DIM, horizon=T,
     )
-    noisy_act = jax.jit(noisy_agent.act, static_argnames="deterministic")
+    noisy_act = jax.jit(noisy_agent.act)
     obs = obs / 300.0  # unsaturated inputs, so most greedy actions are interior
-    greedy = act(state, obs, goal, jax.random.key(3), deterministic=True)
-    noisy = noisy_act(state, obs, goal, jax.random.key(6), deterministic=False)
+    greedy = greedy_fn(state, obs, goal)
+    noisy = noisy_act(state, obs, goal, jax.random.key(6))
     assert np.all(np.abs(noisy) <= max_u)
     # Where the clip at ±max_u is 3 noise stds away, noise is N(0, (0.2 max_u)^2).
     delta = np.asarray(noisy - greedy)
@@ -192,26 +193,25 @@ def test_act_shapes_bounds_and_exploration():
     assert delta[interior].std() == pytest.approx(0.2 * max_u, rel=0.1)
     assert abs(delta[interior].mean()) < 0.05
     assert not np.array_equal(
-        noisy, noisy_act(state, obs, goal, jax.random.key(7), deterministic=False)
+        noisy, noisy_act(state, obs, goal, jax.random.key(7))
     )
 
 
 def test_act_rejects_bad_shapes(agent):
     state = agent.init(jax.random.key(0))
     with pytest.raises(AssertionError):
-        agent.act(state, jnp.zeros((4, OBS_DIM + 1)), jnp.zeros((4, GOAL_DIM)),
-                  jax.random.key(0), deterministic=True)
+        agent.greedy(state, jnp.zeros((4, OBS_DIM + 1)), jnp.zeros((4, GOAL_DIM)))
 
 
 def trees_equal(a, b):
     return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-def test_update_and_target_update(agent):
+def test_update_and_end_of_cycle(agent):
     state = agent.init(jax.random.key(0))
     batch = random_transitions(jax.random.key(1), 64)
     new_state, metrics = jax.jit(agent.update)(state, batch)
-    assert set(metrics) == {"critic_loss", "actor_loss", "mean_q"}
+    assert set(metrics) == {"critic_loss", "actor_loss", "mean_Q"}
     for value in metrics.values():
         assert value.shape == () and np.isfinite(value)
     assert int(new_state.step) == 1
@@ -235,15 +235,15 @@ def test_update_and_target_update(agent):
     )
     assert float(metrics["critic_loss"]) == pytest.approx(float(want_critic), rel=1e-5)
     assert float(metrics["actor_loss"]) == pytest.approx(float(want_actor), rel=1e-5)
-    assert float(metrics["mean_q"]) == pytest.approx(float(jnp.mean(aux.q)), rel=1e-5)
+    assert float(metrics["mean_Q"]) == pytest.approx(float(jnp.mean(aux.q)), rel=1e-5)
 
-    # Online networks moved; targets only move in target_update.
+    # Online networks moved; targets only move in end_of_cycle.
     assert not trees_equal(new_state.actor.online, state.actor.online)
     assert not trees_equal(new_state.critic.online, state.critic.online)
     assert trees_equal(new_state.actor.target, state.actor.target)
     assert trees_equal(new_state.critic.target, state.critic.target)
 
-    moved = jax.jit(agent.target_update)(new_state)
+    moved = jax.jit(agent.end_of_cycle)(new_state)
     for before, after in ((new_state.actor, moved.actor), (new_state.critic, moved.critic)):
         jax.tree.map(
             lambda t, o, got: np.testing.assert_allclose(
@@ -258,7 +258,7 @@ def test_update_and_target_update(agent):
 def test_update_normalizer_clips_inputs(agent):
     state = agent.init(jax.random.key(0))
     batch = random_transitions(jax.random.key(1), 128, obs_scale=300.0)
-    state = jax.jit(agent.update_normalizer)(state, batch)
+    state = jax.jit(agent.update_normalizer)(state, batch.obs, batch.desired_goal)
     clipped = np.clip(np.asarray(batch.obs), -200.0, 200.0)
     assert np.abs(np.asarray(batch.obs)).max() > 200.0
     np.testing.assert_allclose(state.obs_stats.sum, clipped.sum(0), rtol=1e-5, atol=1e-3)
@@ -274,7 +274,7 @@ def train(agent, state, batches):
 
     def step(state, batch):
         state, metrics = agent.update(state, batch)
-        return agent.target_update(state), metrics
+        return agent.end_of_cycle(state), metrics
 
     return jax.jit(lambda s, b: jax.lax.scan(step, s, b))(state, batches)
 
@@ -291,7 +291,7 @@ def test_probe_critic_learns_constant_return(clip_return, expected_q):
     keys = jax.random.split(jax.random.key(0), n_updates)
     batches = jax.vmap(lambda k: random_transitions(k, batch_size, reward=-1.0))(keys)
     state, metrics = train(agent, agent.init(jax.random.key(1)), batches)
-    assert abs(float(metrics["mean_q"][-1]) - expected_q) < 0.1
+    assert abs(float(metrics["mean_Q"][-1]) - expected_q) < 0.1
     assert float(metrics["critic_loss"][-1]) < 0.02
 
 
@@ -317,7 +317,7 @@ def test_probe_actor_finds_best_action():
         )
 
     def regret(state):
-        action = agent.act(state, obs[:1], goal[:1], jax.random.key(0), deterministic=True)
+        action = agent.greedy(state, obs[:1], goal[:1])
         return float(jnp.sum(jnp.square(action - 0.4)))
 
     batches = jax.vmap(make_batch)(jax.random.split(jax.random.key(0), n_updates))

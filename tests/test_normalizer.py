@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from herjax.agents import normalizer
+from herjax.agents.common import normalizer
 
 EPS, CLIP = 0.01, 5.0
 

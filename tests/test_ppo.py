@@ -15,14 +15,12 @@ import pytest
 from scipy import integrate, stats
 
 import herjax  # noqa: F401  (XLA flag before any JAX computation)
-from herjax import envs, ppo_loops
+from herjax import config, envs, loops, rollout
 from herjax.agents import ppo
-from herjax.agents.ppo import LossInputs, PPOConfig, PPOParams, PPOSection
-from herjax.ppo_loops import PPOTrainConfig
+from herjax.agents.ppo import LossInputs, PPOConfig, PPOParams
+from herjax.train import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REACH_SEED = 0
-REACH_MAX_EPOCHS = 12  # 12 epochs x 2 iterations x 32 envs x 50 steps = 38,400 env steps; seeds 0-7 needed <= 19,200
 
 
 def gae_loop(reward, value, next_value, terminated, episode_end, gamma, lam):
@@ -99,12 +97,12 @@ def test_ppo_loss_by_hand():
     # Surrogate, eps 0.2:  r = 1.5, A = 2:  max(-2 * 1.5, -2 * clip(1.5) = -2 * 1.2) = max(-3.0, -2.4) = -2.4
     #                      r = 0.5, A = -1: max(1 * 0.5, 1 * clip(0.5) = 0.8)         = 0.8
     #                      pg_loss = (-2.4 + 0.8) / 2 = -0.8
-    assert float(m["pg_loss"]) == pytest.approx(-0.8, abs=1e-5)
+    assert float(m["actor_loss"]) == pytest.approx(-0.8, abs=1e-5)
     # Value: V = 2x = (1.0, -0.4), V_old = (0.8, 0.0), R = (2.0, -1.0), clip 0.2:
     #   sample 1: (1.0 - 2.0)^2 = 1.0;   V_clip = 0.8 + clip(0.2) = 1.0 -> (1.0 - 2.0)^2 = 1.0;   max = 1.0
     #   sample 2: (-0.4 + 1.0)^2 = 0.36; V_clip = 0.0 + clip(-0.4) = -0.2 -> (-0.2 + 1.0)^2 = 0.64; max = 0.64
     #   vf_loss = 0.5 * (1.0 + 0.64) / 2 = 0.41
-    assert float(m["vf_loss"]) == pytest.approx(0.41, abs=1e-5)
+    assert float(m["critic_loss"]) == pytest.approx(0.41, abs=1e-5)
     # Entropy at noise 0 (u = mu): 0.5 * (log 2 pi + 1) + log sigma + log(1 - tanh(mu)^2)
     #   = 1.4189385 + mean(-0.2402290, -0.0397361) = 1.4189385 - 0.1399826 = 1.2789560
     assert float(m["entropy"]) == pytest.approx(1.2789560, abs=1e-5)
@@ -116,7 +114,7 @@ def test_ppo_loss_by_hand():
     # Without the value clip: vf_loss = 0.5 * (1.0 + 0.36) / 2 = 0.34.
     _, m = ppo.ppo_loss(params, inputs, policy_apply=policy_apply, value_apply=value_apply, clip_range=0.2,
                         value_clip_range=None, vf_coef=0.5, ent_coef=0.01)
-    assert float(m["vf_loss"]) == pytest.approx(0.34, abs=1e-5)
+    assert float(m["critic_loss"]) == pytest.approx(0.34, abs=1e-5)
 
 
 def test_tanh_gaussian_log_prob_matches_scipy_change_of_variables():
@@ -159,8 +157,11 @@ def test_act_samples_the_density_it_reports():
     obs, goal = jnp.ones((4, 3)), -jnp.ones((4, 2))
     step = agent.act(state, obs, goal, jax.random.key(1))
     np.testing.assert_allclose(step.action, jnp.tanh(step.raw_action))
-    np.testing.assert_allclose(step.log_prob, agent.log_prob(state, obs, goal, step.raw_action), rtol=1e-6)
-    greedy = agent.policy(state, obs, goal)
+    # The density at the sampled u under the policy's own mean (greedy = tanh(mu)) and log-std.
+    greedy = agent.greedy(state, obs, goal)
+    log_std = jnp.broadcast_to(state.params.policy["params"]["log_std"], greedy.shape)
+    np.testing.assert_allclose(step.log_prob, ppo.tanh_gaussian_log_prob(step.raw_action, jnp.arctanh(greedy), log_std),
+                               rtol=1e-5)
     assert greedy.shape == (4, 2) and np.all(np.abs(greedy) < 1)
     assert not np.allclose(step.action, greedy)
 
@@ -175,40 +176,30 @@ def test_minibatches_cover_every_step_once_per_pass():
                                   idx[:, :, 3:])
 
 
-@pytest.fixture(scope="session")
-def reach_run():
-    """One real FetchReach (dense) run with the default PPOTrainConfig on the CPU default backend, stopped at the
-    first epoch whose test success is >= 0.9. Returns (trainer, result, initial test success, traces before)."""
-    cfg = PPOTrainConfig(env="fetch_reach_dense", seed=REACH_SEED)
-    trainer = ppo_loops.make_ppo_train(cfg, envs.make(cfg.env, backend=cfg.backend))
-    initial = trainer.evaluate(trainer.init(jax.random.key(REACH_SEED)).agent, jax.random.key(1))
-    before = ppo_loops.TRACE_COUNTS["run_epoch"]
-    result = ppo_loops.fit(trainer, jax.random.key(REACH_SEED), max_epochs=REACH_MAX_EPOCHS, stop_success=0.9)
-    return trainer, result, float(initial.success_rate), before
-
-
-def test_fetch_reach_dense_learns(reach_run):
-    trainer, result, initial, _ = reach_run
-    history = result.history
+def test_fetch_reach_dense_learns(ppo_reach_run):
+    result, initial, _, _ = ppo_reach_run
+    history, trainer = result.history, result.trainer
     assert trainer.env.backend == envs.default_backend()
     successes = [row["test/success_rate"] for row in history]
     assert max(successes) >= 0.9, f"test success by epoch: {successes}"
     assert initial < 0.3, "the untrained policy already succeeds"
     for row in history:
         assert all(np.isfinite(v) for k, v in row.items() if k != "train/success_rate"), row
-        assert set(ppo_loops.EPOCH_METRICS) <= set(row)
+        assert set(trainer.epoch_metrics) <= set(row)
         # Dense rewards are -distance per step, so values are negative and above -1/(1-gamma) * 0.5 m.
         assert -20.0 < row["test/mean_Q"] < 0.5
     assert history[-1]["env_steps"] == len(history) * trainer.steps_per_epoch
 
 
-def test_no_recompilation_and_counters(reach_run):
-    trainer, result, _, before = reach_run
-    assert ppo_loops.TRACE_COUNTS["run_epoch"] - before == 1, "run_epoch traced more than once during the run"
+def test_no_recompilation_and_counters(ppo_reach_run):
+    result, _, before, after = ppo_reach_run
+    trainer = result.trainer
+    assert after - before == 1, "run_epoch traced more than once during the run"
     epochs = len(result.history)
+    traced = loops.TRACE_COUNTS["run_epoch"]
     state, metrics = trainer.run_epoch(result.state)
     jax.block_until_ready(metrics)
-    assert ppo_loops.TRACE_COUNTS["run_epoch"] - before == 1
+    assert loops.TRACE_COUNTS["run_epoch"] == traced
     assert int(state.epoch) == epochs + 1
     assert int(state.env_steps) == (epochs + 1) * trainer.steps_per_epoch == (epochs + 1) * 2 * 32 * 50
     # Each iteration ends one 50-step episode per env (unroll 50): 64 episodes an epoch.
@@ -225,32 +216,33 @@ def test_no_recompilation_and_counters(reach_run):
     assert a.shape == (3, 4) and np.all(np.abs(np.asarray(a)) <= 1.0)
 
 
-def test_unroll_bootstraps_from_the_final_observation(reach_run):
+def test_unroll_bootstraps_from_the_final_observation(ppo_reach_run):
     """Across an auto-reset, next_obs is the ended episode's last observation, not the new episode's first."""
-    trainer = reach_run[0]
+    trainer = ppo_reach_run[0].trainer
     agent, env = trainer.agent, trainer.env
     venv = envs.vec(env, 2)
     agent_state = trainer.init(jax.random.key(5)).agent  # (the run's final state was donated by another test)
 
     @jax.jit
     def unroll(key):
-        _, rollout = ppo_loops.collect(agent_state, venv.reset(key), key, venv=venv, agent=agent, unroll_length=55)
-        return rollout, ppo_loops.make_batch(agent_state, rollout, agent=agent)
+        policy = lambda obs, goal, key: agent.act(agent_state, obs, goal, key)
+        _, record = rollout.unroll(venv, policy, venv.reset(key), key, 55)
+        return record, agent.prepare(agent_state, record)
 
-    rollout, batch = unroll(jax.random.key(4))
-    truncated = np.asarray(rollout.truncated)
+    rollout_, batch = unroll(jax.random.key(4))
+    truncated = np.asarray(rollout_.truncated)
     assert truncated[49].all() and truncated.sum() == 2
-    np.testing.assert_array_equal(rollout.next_obs[:49], rollout.obs[1:50])
-    np.testing.assert_array_equal(rollout.next_obs[50:54], rollout.obs[51:55])
-    assert not np.allclose(rollout.next_obs[49], rollout.obs[50])  # the reset moved the arm back
-    assert not np.allclose(rollout.goal[49], rollout.goal[50])  # and drew a fresh goal
-    np.testing.assert_array_equal(rollout.next_goal[49], rollout.goal[49])
+    np.testing.assert_array_equal(rollout_.next_obs[:49], rollout_.obs[1:50])
+    np.testing.assert_array_equal(rollout_.next_obs[50:54], rollout_.obs[51:55])
+    assert not np.allclose(rollout_.next_obs[49], rollout_.obs[50])  # the reset moved the arm back
+    assert not np.allclose(rollout_.goal[49], rollout_.goal[50])  # and drew a fresh goal
+    np.testing.assert_array_equal(rollout_.next_goal[49], rollout_.goal[49])
     # The truncated step's reward is the ended episode's (-distance to its own goal).
-    d = np.linalg.norm(np.asarray(rollout.next_obs[49, :, :3] - rollout.goal[49]), axis=-1)
-    np.testing.assert_allclose(rollout.reward[49], -d, rtol=1e-5)
+    d = np.linalg.norm(np.asarray(rollout_.next_obs[49, :, :3] - rollout_.goal[49]), axis=-1)
+    np.testing.assert_allclose(rollout_.reward[49], -d, rtol=1e-5)
     # Its advantage bootstraps V(final obs): A = r + gamma * V(final) - V(s) (the recursion stops there).
-    v_final = agent.value(agent_state, rollout.next_obs[49], rollout.next_goal[49])
-    np.testing.assert_allclose(batch.advantage[49], rollout.reward[49] + 0.97 * v_final - batch.value[49],
+    v_final = agent.value(agent_state, rollout_.next_obs[49], rollout_.next_goal[49])
+    np.testing.assert_allclose(batch.advantage[49], rollout_.reward[49] + 0.97 * v_final - batch.value[49],
                                rtol=1e-4, atol=1e-5)
 
 
@@ -258,28 +250,28 @@ TWO_DEVICE_SCRIPT = r"""
 import dataclasses, json
 import jax, jax.numpy as jnp, numpy as np
 import herjax
-from herjax import envs, ppo_loops
-from herjax.agents.ppo import PPOSection
-from herjax.ppo_loops import PPOTrainConfig
+from herjax import config, envs, loops, rollout
+from herjax.agents.ppo import PPOConfig
+from herjax.config import TrainConfig
 
 assert jax.local_device_count() == 2, jax.devices()
 # Everything that can differ between layouts is on: minibatches, several epochs, advantage normalisation, the value
 # clip, an active gradient clip and the entropy noise.
-cfg = PPOTrainConfig(total_env_steps=400, ppo=PPOSection(
-    num_envs=4, unroll_length=10, n_iterations=1, n_test_episodes=2, hidden=(16,), n_minibatches=2, n_epochs=3,
-    ent_coef=0.01, max_grad_norm=0.1, learning_rate=1e-2))
+cfg = TrainConfig(env="fetch_reach_dense", alg="ppo", total_env_steps=400, num_envs=4, n_cycles=1,
+                  n_test_episodes=2, run_dir="unused", ppo=PPOConfig(
+    unroll_length=10, hidden=(16,), n_minibatches=2, n_epochs=3, ent_coef=0.01, max_grad_norm=0.1,
+    learning_rate=1e-2))
 env = envs.make("fetch_reach_dense")
-on = lambda n: dataclasses.replace(cfg, ppo=dataclasses.replace(cfg.ppo, num_devices=n))
-one = ppo_loops.make_ppo_train(on(1), env)
-two = ppo_loops.make_ppo_train(on(2), env)
+one = loops.make_train(config.load(dataclasses.replace(cfg, num_devices=1)), env)
+two = loops.make_train(config.load(dataclasses.replace(cfg, num_devices=2)), env)
 agent = one.agent
 venv = envs.vec(env, 4)
 
 @jax.jit
 def real_batch(agent_state, key):
-    _, rollout = ppo_loops.collect(agent_state, venv.reset(key), key, venv=venv, agent=agent, unroll_length=10)
-    agent_state = agent.update_normalizer(agent_state, rollout.obs, rollout.goal)
-    return agent_state, ppo_loops.make_batch(agent_state, rollout, agent=agent)
+    policy = lambda obs, goal, key: agent.act(agent_state, obs, goal, key)
+    _, record = rollout.unroll(venv, policy, venv.reset(key), key, 10)
+    return agent.update_normalizer(agent_state, record.obs, record.goal), record
 
 start = one.init(jax.random.key(0)).agent
 agent_state, batch = real_batch(start, jax.random.key(1))
@@ -308,7 +300,7 @@ out["epoch_finite"] = all(bool(np.isfinite(v)) for k, v in metrics.items() if k 
 # A state restored onto one device (as a checkpoint restore does) goes back onto both, without a retrace.
 state, metrics = two.run_epoch(jax.device_put(state, jax.devices()[0]))
 out["restored_epoch"] = int(state.epoch)
-out["traces"] = ppo_loops.TRACE_COUNTS["run_epoch"]
+out["traces"] = loops.TRACE_COUNTS["run_epoch"]
 print("RESULT " + json.dumps(out))
 """
 
@@ -339,33 +331,28 @@ def test_one_and_two_devices_give_the_same_update():
 def test_config_errors_name_the_field():
     from herjax.config import ConfigError
 
-    env = envs.make("fetch_reach_dense")
-    with pytest.raises(ValueError, match="n_minibatches"):
-        ppo_loops.make_ppo_train(PPOTrainConfig(ppo=PPOSection(unroll_length=12)), env)
+    with pytest.raises(ConfigError, match="ppo.unroll_length"):
+        config.load(["alg=ppo", "ppo.unroll_length=12"])
+    with pytest.raises(ConfigError, match="ppo.gamma"):
+        config.load(["alg=ppo", "ppo.gamma=1.5"])
+    with pytest.raises(ConfigError, match="scale"):
+        config.load(["alg=ppo", "scale=paper"])
+    with pytest.raises(ConfigError, match="ddpg.batch_size.*alg=ddpg_her.*alg=ppo"):
+        config.load(["alg=ppo", "ddpg.batch_size=64"])
     with pytest.raises(ValueError, match="num_devices"):
-        ppo_loops.make_ppo_train(PPOTrainConfig(ppo=PPOSection(num_devices=64)), env)
+        loops.make_train(config.load(["alg=ppo", "num_devices=64", "run_dir=x"]), envs.make("fetch_reach_dense"))
     with pytest.raises(ValueError, match="lr_schedule"):
         ppo.make_ppo(PPOConfig(lr_schedule="cosine"), obs_dim=1, goal_dim=1, act_dim=1)
-    # The herjax.algs hook: one-line ConfigErrors, also for DDPG-only run fields PPO would silently ignore.
-    ppo_loops.validate(PPOTrainConfig())
-    with pytest.raises(ConfigError, match="ppo.gamma"):
-        ppo_loops.validate(PPOTrainConfig(ppo=PPOSection(gamma=1.5)))
-
-    @dataclasses.dataclass(frozen=True)
-    class RunWithDDPGFields:
-        num_envs: int = 2
-        n_test_rollouts: int = 10
-        ppo: PPOSection = PPOSection()
-
-    ppo_loops.validate(RunWithDDPGFields())
-    with pytest.raises(ConfigError, match="ppo.num_envs"):
-        ppo_loops.validate(RunWithDDPGFields(num_envs=64))
+    # The loop knobs are shared: num_envs means envs stepped in parallel for PPO as for DDPG.
+    cfg = config.load(["alg=ppo", "env=fetch_reach_dense", "num_envs=8", "run_dir=x"])
+    assert (cfg.num_envs, cfg.n_cycles, cfg.n_test_episodes, cfg.num_devices) == (8, 2, 50, 1)
+    assert config.steps_per_epoch(cfg) == 2 * 8 * 50
 
 
 def test_brax_env_wrapper_steps_and_resets_with_fresh_goals():
     """The Brax view of a herjax env: flat obs, State fields, and fresh goals after an auto-reset."""
     import brax  # noqa: F401  (in the test extra: a missing brax must fail, not skip)
-    from herjax.envs.brax_env import BraxGoalEnv, wrap_for_training
+    from herjax.interop.brax import BraxGoalEnv, wrap_for_training
 
     env = envs.make("fetch_reach_dense")
     benv = BraxGoalEnv(env)

@@ -13,30 +13,16 @@ from omegaconf import OmegaConf
 
 from herjax import config as config_lib
 from herjax import envs, loops
+from herjax.loops import off_policy
 from herjax.config import ConfigError, TrainConfig
 from herjax.train import PROGRESS_COLUMNS, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REACH_BUDGET = 10_000
-REACH_SEED = 0
+REACH_BUDGET = 10_000  # the ddpg_reach_run fixture (conftest.py)
 
 
-@pytest.fixture(scope="session")
-def reach_run(tmp_path_factory):
-    """One real FetchReach run on the CPU default backend, baselines defaults, stopped at the first epoch whose
-    test success is >= 0.9 or after 10k env steps. Returns (result, trace count before it, trace count after)."""
-    run_dir = str(tmp_path_factory.mktemp("reach") / "run")
-    before = loops.TRACE_COUNTS["run_epoch"]
-    result = train(
-        [f"seed={REACH_SEED}", f"total_env_steps={REACH_BUDGET}", "stop_success=0.9", f"run_dir={run_dir}"],
-        log=None,
-    )
-    after = loops.TRACE_COUNTS["run_epoch"]
-    return result, before, after
-
-
-def test_fetch_reach_learns_within_10k_env_steps(reach_run):
-    result, _, _ = reach_run
+def test_fetch_reach_learns_within_10k_env_steps(ddpg_reach_run):
+    result, _, _ = ddpg_reach_run
     history = result.history
     assert result.config.backend == "auto" and result.trainer.env.backend == envs.default_backend()
     best = max(row["test/success_rate"] for row in history)
@@ -50,24 +36,25 @@ def test_fetch_reach_learns_within_10k_env_steps(reach_run):
         assert -50.0 <= row["test/mean_Q"] <= 0.5
 
 
-def test_no_recompilation_after_first_epoch(reach_run):
-    result, before, after = reach_run
+def test_no_recompilation_after_first_epoch(ddpg_reach_run):
+    result, before, after = ddpg_reach_run
     assert after - before == 1, "run_epoch traced more than once during the run"
+    traced = loops.TRACE_COUNTS["run_epoch"]
     state, metrics = result.trainer.run_epoch(result.state)
     jax.block_until_ready(metrics)
-    assert loops.TRACE_COUNTS["run_epoch"] == after
+    assert loops.TRACE_COUNTS["run_epoch"] == traced
     assert int(state.epoch) == len(result.history) + 1
     assert int(state.env_steps) == (len(result.history) + 1) * result.trainer.steps_per_epoch
 
 
-def test_progress_csv_and_config_yaml(reach_run):
-    result, _, _ = reach_run
+def test_progress_csv_and_config_yaml(ddpg_reach_run):
+    result, _, _ = ddpg_reach_run
     with open(os.path.join(result.run_dir, "progress.csv")) as f:
         rows = list(csv.DictReader(f))
     required = {"epoch", "env_steps", "wall_s", "test/success_rate", "test/mean_Q", "train/success_rate",
                 "train/critic_loss", "train/actor_loss", "stats/o_mean", "stats/o_std", "stats/g_mean",
                 "stats/g_std"}
-    assert tuple(rows[0]) == PROGRESS_COLUMNS + loops.EPOCH_METRICS
+    assert tuple(rows[0]) == PROGRESS_COLUMNS + result.trainer.epoch_metrics
     assert required <= set(rows[0])
     assert len(rows) == len(result.history) >= 1
     per_epoch = result.trainer.steps_per_epoch
@@ -91,7 +78,9 @@ def test_one_cycle_moves_every_counter():
     env = envs.make(cfg.env)
     trainer = loops.make_train(cfg, env)
     ts = trainer.init(jax.random.key(1))
-    cycle = jax.jit(lambda ts: loops.train_cycle(
+    assert jax.tree.leaves(ts.buffer)[0].shape[0] == 1  # one device's ring
+    ts = ts.replace(buffer=jax.tree.map(lambda x: x[0], ts.buffer))
+    cycle = jax.jit(lambda ts: off_policy.train_cycle(
         ts, env=env, agent=trainer.agent, buffer=trainer.buffer, num_envs=3, n_batches=2, batch_size=8,
         replay_strategy="future", future_p=0.8))
     ts1, metrics = cycle(ts)
@@ -106,7 +95,7 @@ def test_one_cycle_moves_every_counter():
     stored = ts1.buffer.episodes
     # Stored episodes are whole: each keeps one desired goal for all its steps.
     assert np.allclose(stored.desired_goal[:3], stored.desired_goal[:3, :1])
-    assert np.all(np.isfinite(np.asarray(metrics.critic_loss)))
+    assert np.all(np.isfinite(np.asarray(metrics["critic_loss"])))
     # The buffer wraps: ten slots, so four cycles of three write 12 episodes and size saturates.
     for _ in range(3):
         ts1, _ = cycle(ts1)
@@ -122,8 +111,8 @@ class TestConfig:
 
     def test_defaults_resolve_like_baselines(self):
         reach = config_lib.load([])
-        assert (reach.env, reach.alg, reach.num_envs, reach.n_cycles, reach.n_test_rollouts) == (
-            "fetch_reach", "ddpg_her", 2, 10, 10)
+        assert (reach.env, reach.alg, reach.num_envs, reach.n_cycles, reach.n_test_episodes, reach.num_devices) == (
+            "fetch_reach", "ddpg_her", 2, 10, 20, 1)
         assert reach.total_env_steps == 10_000 and reach.backend == "auto"
         assert reach.run_dir.startswith(os.path.join("runs", "fetch_reach", "ddpg_her"))
         assert config_lib.load(["env=fetch_push"]).n_cycles == 50

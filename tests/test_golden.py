@@ -1,0 +1,31 @@
+"""Nothing a run computes changed in the one-house redesign: the same commands give the same progress.csv.
+
+The rows in ``tests/data/golden_{ddpg,ppo}.csv`` were written by the pre-redesign code (commit 71debf3, its
+``loops.py`` and ``ppo_loops.py``) for the commands of ``conftest.DDPG_REACH_ARGS`` and ``PPO_REACH_ARGS``.
+Every metric (test success, test Q, losses, normaliser statistics ...) must be bit-identical, as the CSV
+writes it (Python's shortest float repr, which round-trips float32 exactly). This is a CPU check on the machine
+class CI runs on: XLA's CPU code generation is deterministic for one program on one instruction set.
+"""
+
+import csv
+import os
+
+import pytest
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("alg, fixture", [("ddpg", "ddpg_reach_run"), ("ppo", "ppo_reach_run")])
+def test_progress_is_bit_identical_to_the_pre_redesign_run(alg, fixture, request):
+    result = request.getfixturevalue(fixture)[0]
+    golden = _rows(os.path.join(DATA, f"golden_{alg}.csv"))
+    rows = _rows(os.path.join(result.run_dir, "progress.csv"))
+    assert len(rows) == len(golden)
+    for i, (want, got) in enumerate(zip(golden, rows)):
+        for key, value in want.items():
+            assert got[key] == value, f"epoch {i + 1} {key}: {got[key]} != {value} (golden)"
