@@ -6,6 +6,7 @@ seconds) is spent. Reports per seed and the median over seeds, with machine info
 envs already in that file and not run now are kept.
 
     python benchmarks/time_to_success.py --envs fetch_reach --seeds 0 1 2
+    python benchmarks/time_to_success.py --envs fetch_reach --algs ddpg_her td3_her sac_her --out reach_algs.json
     python benchmarks/time_to_success.py --envs fetch_push --max-steps 150000 --max-wall-s 420
 
 Wall time counts everything from the call of ``train``: env and agent construction, the first epoch's
@@ -114,6 +115,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--envs", nargs="+", default=["fetch_reach", "fetch_push"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--algs", nargs="+", default=["ddpg_her"],
+                        help="algorithms to run one after another in this sitting; results of alg X other than "
+                             "ddpg_her are stored under 'ENV@X'")
     parser.add_argument("--threshold", type=float, default=0.9)
     parser.add_argument("--max-steps", nargs="+", default=None,
                         help="env-step budget per run: N for all envs, or env=N pairs (defaults: "
@@ -136,20 +140,23 @@ def main(argv=None) -> int:
     report["threshold"] = args.threshold
     report["definition"] = (
         "first epoch whose test success rate (n_test_episodes deterministic episodes, 10 x num_envs by default) "
-        ">= threshold; env_steps = training env steps at that epoch; wall_s = seconds from the call of train() (construction, "
-        "compilation and evaluation included); baselines defaults, scale=single (1 worker, 2 envs, batch 256)"
+        ">= threshold; env_steps = training env steps at that epoch; wall_s = seconds from the call of train() "
+        "(construction, compilation and evaluation included); each algorithm's defaults (off-policy: baselines' loop, "
+        "scale=single: 1 worker, 2 envs, batch 256) unless overrides say otherwise"
     )
-    for env in args.envs:
-        runs = [run_one(env, seed, args.threshold, max_steps[env], args.max_wall_s, args.set) for seed in args.seeds]
-        report["results"][env] = {
+    for env, alg in [(env, alg) for env in args.envs for alg in args.algs]:
+        overrides = [f"alg={alg}", *args.set]
+        runs = [run_one(env, seed, args.threshold, max_steps[env], args.max_wall_s, overrides) for seed in args.seeds]
+        key = env if alg == "ddpg_her" else f"{env}@{alg}"
+        report["results"][key] = {
             "budget": {"max_env_steps": max_steps[env], "max_wall_s_per_seed": args.max_wall_s},
-            "overrides": args.set,
+            "overrides": overrides,
             "machine": report["machine"],
             "summary": summarise(runs),
             "note": args.note,
             "runs": runs,
         }
-        print(f"{env}: {json.dumps(report['results'][env]['summary'])}", flush=True)
+        print(f"{key}: {json.dumps(report['results'][key]['summary'])}", flush=True)
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:
             json.dump(report, f, indent=2)

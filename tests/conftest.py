@@ -8,7 +8,7 @@ from herjax import config, envs, loops
 from herjax.train import train
 
 # The golden commands: their progress.csv rows were recorded before the one-house redesign
-# (tests/data/golden_*.csv) and must stay bit-identical (test_golden.py).
+# (tests/data/golden_*.csv) and must stay bit-identical (tests/golden.py).
 DDPG_REACH_ARGS = ["env=fetch_reach", "seed=0", "total_env_steps=10000", "stop_success=0.9"]
 PPO_REACH_ARGS = ["env=fetch_reach_dense", "alg=ppo", "seed=0", "total_env_steps=32000"]
 

@@ -1,7 +1,9 @@
 """Tests of the DDPG losses, agent plumbing and a small learning probe."""
 
 import dataclasses
+import functools
 
+import agenttools
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,23 +26,9 @@ OBS_DIM, GOAL_DIM, ACT_DIM, T = 5, 3, 2, 50
 SMALL = DDPGConfig(hidden=(32, 32))
 
 
-def random_transitions(key, n, obs_scale=1.0, reward=None):
-    keys = jax.random.split(key, 6)
-    obs = obs_scale * jax.random.normal(keys[0], (n, OBS_DIM))
-    goal = jax.random.normal(keys[1], (n, GOAL_DIM))
-    return Transitions(
-        obs=obs,
-        next_obs=obs + 0.1 * jax.random.normal(keys[2], (n, OBS_DIM)),
-        achieved_goal=goal,
-        next_achieved_goal=goal,
-        desired_goal=jax.random.normal(keys[3], (n, GOAL_DIM)),
-        action=jax.random.uniform(keys[4], (n, ACT_DIM), minval=-1.0, maxval=1.0),
-        reward=(
-            -(jax.random.uniform(keys[5], (n,)) < 0.5).astype(jnp.float32)
-            if reward is None
-            else jnp.full((n,), reward, jnp.float32)
-        ),
-    )
+random_transitions = functools.partial(
+    agenttools.random_transitions, obs_dim=OBS_DIM, goal_dim=GOAL_DIM, act_dim=ACT_DIM
+)
 
 
 def test_config_defaults_resolve_like_baselines():

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import golden
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -189,6 +190,11 @@ def test_fetch_reach_dense_learns(ppo_reach_run):
         # Dense rewards are -distance per step, so values are negative and above -1/(1-gamma) * 0.5 m.
         assert -20.0 < row["test/mean_Q"] < 0.5
     assert history[-1]["env_steps"] == len(history) * trainer.steps_per_epoch
+
+
+def test_progress_is_bit_identical_to_the_pre_redesign_run(ppo_reach_run):
+    """The one-house redesign changed nothing this run computes (see tests/golden.py)."""
+    golden.assert_bit_identical("ppo", ppo_reach_run[0].run_dir)
 
 
 def test_no_recompilation_and_counters(ppo_reach_run):

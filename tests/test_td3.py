@@ -2,6 +2,7 @@
 
 import functools
 
+import agenttools
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,7 +20,6 @@ from herjax.agents.td3 import (
     twin_critic_loss,
 )
 from herjax.checks import ConfigError
-from herjax.types import Transitions
 
 OBS_DIM, GOAL_DIM, ACT_DIM, T = 5, 3, 2, 50
 DELAY = 3
@@ -28,20 +28,10 @@ SMALL = TD3Config(hidden=(32, 32), policy_delay=DELAY, max_u=MAX_U)
 INPUT_CLIPS = dict(clip_obs=200.0, norm_eps=0.01, norm_clip=5.0)
 
 
-@functools.partial(jax.jit, static_argnums=1)
-def random_transitions(key, n, obs_scale=1.0):
-    keys = jax.random.split(key, 6)
-    obs = obs_scale * jax.random.normal(keys[0], (n, OBS_DIM))
-    goal = jax.random.normal(keys[1], (n, GOAL_DIM))
-    return Transitions(
-        obs=obs,
-        next_obs=obs + 0.1 * jax.random.normal(keys[2], (n, OBS_DIM)),
-        achieved_goal=goal,
-        next_achieved_goal=goal,
-        desired_goal=jax.random.normal(keys[3], (n, GOAL_DIM)),
-        action=jax.random.uniform(keys[4], (n, ACT_DIM), minval=-1.0, maxval=1.0),
-        reward=-(jax.random.uniform(keys[5], (n,)) < 0.5).astype(jnp.float32),
-    )
+random_transitions = jax.jit(
+    functools.partial(agenttools.random_transitions, obs_dim=OBS_DIM, goal_dim=GOAL_DIM, act_dim=ACT_DIM),
+    static_argnums=1,
+)
 
 
 def trees_equal(a, b):

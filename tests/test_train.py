@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import golden
 import jax
 import numpy as np
 import pytest
@@ -34,6 +35,11 @@ def test_fetch_reach_learns_within_10k_env_steps(ddpg_reach_run):
     for row in history:
         assert all(np.isfinite(v) for v in row.values()), row
         assert -50.0 <= row["test/mean_Q"] <= 0.5
+
+
+def test_progress_is_bit_identical_to_the_pre_redesign_run(ddpg_reach_run):
+    """The one-house redesign changed nothing this run computes (see tests/golden.py)."""
+    golden.assert_bit_identical("ddpg", ddpg_reach_run[0].run_dir)
 
 
 def test_no_recompilation_after_first_epoch(ddpg_reach_run):

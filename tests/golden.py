@@ -1,4 +1,4 @@
-"""Nothing a run computes changed in the one-house redesign: the same commands give the same progress.csv.
+"""Golden runs: nothing a run computes changed in the one-house redesign: the same commands give the same progress.csv.
 
 The rows in ``tests/data/golden_{ddpg,ppo}.csv`` were written by the pre-redesign code (commit 71debf3, its
 ``loops.py`` and ``ppo_loops.py``) for the commands of ``conftest.DDPG_REACH_ARGS`` and ``PPO_REACH_ARGS``.
@@ -10,8 +10,6 @@ class CI runs on: XLA's CPU code generation is deterministic for one program on 
 import csv
 import os
 
-import pytest
-
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 
 
@@ -20,11 +18,10 @@ def _rows(path):
         return list(csv.DictReader(f))
 
 
-@pytest.mark.parametrize("alg, fixture", [("ddpg", "ddpg_reach_run"), ("ppo", "ppo_reach_run")])
-def test_progress_is_bit_identical_to_the_pre_redesign_run(alg, fixture, request):
-    result = request.getfixturevalue(fixture)[0]
+def assert_bit_identical(alg: str, run_dir: str) -> None:
+    """The ``progress.csv`` of ``run_dir`` has exactly the golden rows of ``alg`` (``ddpg`` or ``ppo``)."""
     golden = _rows(os.path.join(DATA, f"golden_{alg}.csv"))
-    rows = _rows(os.path.join(result.run_dir, "progress.csv"))
+    rows = _rows(os.path.join(run_dir, "progress.csv"))
     assert len(rows) == len(golden)
     for i, (want, got) in enumerate(zip(golden, rows)):
         for key, value in want.items():
