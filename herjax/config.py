@@ -184,6 +184,12 @@ def validate(cfg: TrainConfig, horizon: int = HORIZON) -> TrainConfig:
     if cfg.scale != "single" and alg.family != "off_policy":
         raise ConfigError(f"bad value {cfg.scale!r} for scale: alg={cfg.alg} has no scale presets (use single)")
     cfg.section.validate(f"{alg.section}.", num_envs=cfg.num_envs, horizon=horizon)
+    split = [("num_envs", cfg.num_envs), ("n_test_episodes", cfg.n_test_episodes)]
+    if alg.family == "off_policy":
+        split.append((f"{alg.section}.batch_size", cfg.section.batch_size))
+    for name, value in split:
+        check(value % cfg.num_devices == 0, name, value, f"a multiple of num_devices={cfg.num_devices} (each device "
+              "takes an equal share)")
     return cfg
 
 

@@ -129,8 +129,14 @@ class _Start:
 
 def _build(cfg: TrainConfig, trainer: Any) -> Any:
     """The run's ``Trainer``: ``trainer`` when it computes the same thing, else a new one."""
+    import jax
+
     from herjax import envs, loops
 
+    available = jax.local_device_count()
+    if cfg.num_devices > available:
+        raise ConfigError(f"bad value {cfg.num_devices} for num_devices: this machine has {available} local "
+                          f"{jax.default_backend()} device(s)")
     ckpt_lib.import_env_dependencies_quietly()
     if trainer is not None and _same_computation(trainer.config, cfg):
         return trainer

@@ -5,7 +5,7 @@ They live here, below every module that uses them, so that no module imports one
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 
@@ -109,5 +109,3 @@ class EvalMetrics(NamedTuple):
     mean_q: jax.Array
     episode_return: jax.Array
 
-
-Metrics = dict[str, Any]

@@ -2,7 +2,6 @@
 one-vs-two-device update, the truncation wiring of the unroll, and a real FetchReach (dense) run that must learn
 without recompiling."""
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -19,7 +18,6 @@ import herjax  # noqa: F401  (XLA flag before any JAX computation)
 from herjax import config, envs, loops, rollout
 from herjax.agents import ppo
 from herjax.agents.ppo import LossInputs, PPOConfig, PPOParams
-from herjax.train import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -16,7 +16,7 @@ from herjax import config as config_lib
 from herjax import envs, loops
 from herjax.loops import off_policy
 from herjax.config import ConfigError, TrainConfig
-from herjax.train import PROGRESS_COLUMNS, train
+from herjax.train import PROGRESS_COLUMNS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REACH_BUDGET = 10_000  # the ddpg_reach_run fixture (conftest.py)
@@ -169,6 +169,8 @@ BAD_CLI_ARGS = [
     (["total_env_steps=-5"], ["total_env_steps", "> 0"]),
     (["num_envs=0"], ["num_envs", "> 0"]),
     (["env"], ["key=value"]),
+    (["num_devices=2", "num_envs=3"], ["num_envs", "3", "multiple of num_devices=2"]),
+    (["num_devices=2", "num_envs=4", "ddpg.batch_size=255"], ["ddpg.batch_size", "multiple of num_devices=2"]),
 ]
 
 
@@ -181,6 +183,13 @@ def test_cli_bad_input_exits_2_with_one_line(args, words):
     assert "Traceback" not in proc.stderr and proc.stdout == ""
     for word in words:
         assert word in lines[0], lines[0]
+
+
+def test_cli_more_devices_than_the_machine_has_exits_2_with_one_line():
+    proc = run_cli("num_devices=64", "num_envs=64", "n_test_episodes=64", "ddpg.batch_size=256")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "num_devices" in lines[0] and "64" in lines[0] and "local cpu device" in lines[0]
 
 
 @pytest.mark.parametrize("args, words", BAD_CLI_ARGS)

@@ -4,7 +4,6 @@ from herjax.agents.ppo.agent import (
     ACTIVATIONS,
     METRIC_NAMES,
     PPOBatch,
-    PPOParams,
     PPOState,
     TanhGaussianPolicy,
     make_optimizer,
@@ -14,6 +13,7 @@ from herjax.agents.ppo.agent import (
 from herjax.agents.ppo.config import LR_SCHEDULES, PPOConfig
 from herjax.agents.ppo.losses import (
     LossInputs,
+    PPOParams,
     gae,
     gaussian_log_prob,
     minibatch_indices,

@@ -50,7 +50,6 @@ import functools
 import math
 from typing import Callable, NamedTuple, Optional, Sequence
 
-import chex
 import flax.linen as nn
 import flax.struct
 import jax
@@ -64,6 +63,7 @@ from herjax.agents.common.networks import MLP
 from herjax.agents.ppo.config import LR_SCHEDULES, PPOConfig
 from herjax.agents.ppo.losses import (
     LossInputs,
+    PPOParams,
     gae,
     minibatch_indices,
     ppo_loss,
@@ -107,13 +107,6 @@ def make_value_net(hidden: Sequence[int], activation: Callable[[jax.Array], jax.
         tuple(hidden), 1, activation=activation,
         kernel_init=nn.initializers.orthogonal(math.sqrt(2.0)), out_kernel_init=nn.initializers.orthogonal(1.0),
     )
-
-
-class PPOParams(NamedTuple):
-    """Parameters of the policy (mean MLP and log-std) and of the value MLP."""
-
-    policy: chex.ArrayTree
-    value: chex.ArrayTree
 
 
 @flax.struct.dataclass

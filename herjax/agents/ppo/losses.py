@@ -47,6 +47,13 @@ def tanh_gaussian_entropy(mean: jax.Array, log_std: jax.Array, noise: jax.Array)
 
 
 
+class PPOParams(NamedTuple):
+    """Parameters of the policy (mean MLP and log-std) and of the value MLP."""
+
+    policy: chex.ArrayTree
+    value: chex.ArrayTree
+
+
 class LossInputs(NamedTuple):
     """One minibatch as the loss sees it; every leaf is ``[B, ...]``.
 
