@@ -474,7 +474,9 @@ def usage() -> str:
     for name, alg in algs_lib.REGISTRY.items():
         note = " (default)" if name == TrainConfig.alg else ""
         lines.append(f"  alg={name}{note}   hyper-parameters: {alg.section}.*")
-    lines += ["", "keys and defaults:"]
+    lines += ["", "keys and defaults (null: resolved per algorithm family and env; off-policy: num_envs=2,",
+              "  n_cycles=10 for fetch_reach and 50 for the others, n_test_episodes=10*num_envs; ppo: num_envs=32,",
+              "  n_cycles=2, n_test_episodes=50; total_env_steps: per task, see herjax.config.FAMILY_DEFAULTS):"]
     lines += [f"  {key}={default(key)}" for key in keys() if key.split(".", 1)[0] not in section_names]
     for section in section_names:
         owners = ", ".join(n for n, a in algs_lib.REGISTRY.items() if a.section == section)

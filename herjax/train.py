@@ -259,9 +259,9 @@ def train(
     console = console_lib.Console(log)
     start = _start(cfg, trainer, resume, console, total_epochs)
     state, history, best = start.state, start.history, start.best
-    logs.write_atomic(os.path.join(cfg.run_dir, "config.yaml"), config_lib.to_yaml(cfg))
-    progress = logs.ProgressLog(cfg.run_dir, PROGRESS_COLUMNS + trainer.epoch_metrics, history,
-                                config_lib.to_yaml(cfg))
+    config_yaml = config_lib.to_yaml(cfg)
+    logs.write_atomic(os.path.join(cfg.run_dir, "config.yaml"), config_yaml)
+    progress = logs.ProgressLog(cfg.run_dir, PROGRESS_COLUMNS + trainer.epoch_metrics, history, config_yaml)
     checkpointer = ckpt_lib.Checkpointer(cfg.run_dir)
     stopped_by = None
     session_epochs: list[float] = []
