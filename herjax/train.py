@@ -28,8 +28,12 @@ those of an uninterrupted run bit for bit.
 command and exits with status 130 (SIGINT) or 143 (SIGTERM). A second signal quits at once; the last saved
 ``latest`` is then what a resume starts from.
 
+**One writer per run directory.** A run holds ``<run_dir>/.herjax.lock`` while it trains or resumes; a second
+run on the same directory is refused (naming the holding process), and the lock of a killed run is taken over.
+
 **Bad input** (unknown env, alg or key, a wrong type, an impossible value, a missing or unreadable resume
-directory) prints one line on stderr and exits with status 2 before anything is compiled.
+directory, a run directory that cannot be created or is in use) prints one line on stderr and exits with status 2
+before anything is compiled.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from herjax.runs import console as console_lib
 from herjax.runs import logs
 from herjax.runs.checkpoint import CheckpointError
 from herjax.runs.console import EXIT_CODES, Interrupted
+from herjax.runs.lock import RunDirError, RunLock
 from herjax.runs.logs import PROGRESS_COLUMNS
 
 
@@ -243,20 +248,33 @@ def train(
         handle_signals: catch SIGINT/SIGTERM (in the main thread) to save and stop at the end of the epoch.
 
     Returns:
-        ``TrainResult``. Raises ``herjax.config.ConfigError`` on a bad config and
-        ``herjax.runs.checkpoint.CheckpointError`` on a missing or unreadable resume directory, both before anything
-        is built.
+        ``TrainResult``. Raises ``herjax.config.ConfigError`` on a bad config,
+        ``herjax.runs.checkpoint.CheckpointError`` on a missing or unreadable resume directory and
+        ``herjax.runs.lock.RunDirError`` on a run directory that cannot be created or that another run holds, all
+        before anything is built.
     """
     cfg = _prepare(cfg_or_overrides, resume)
+    if resume is None:
+        cfg = dataclasses.replace(cfg, run_dir=logs.make_run_dir(cfg.run_dir))
+    # One writer per run directory, for the whole run; taken before anything is built.
+    with RunLock(cfg.run_dir) as lock:
+        return _run(cfg, resume, trainer, log, should_stop, handle_signals, lock.stale)
+
+
+def _run(cfg: TrainConfig, resume: Optional[str], trainer: Any, log: Optional[Callable[[str], None]],
+         should_stop: Optional[Callable[[dict[str, float]], bool]], handle_signals: bool,
+         stale_lock: Optional[dict]) -> TrainResult:
+    """``train`` once its config is valid and its run directory is locked."""
     # Heavy imports after validation, so that a bad argument fails before JAX does any work.
     import jax
 
+    console = console_lib.Console(log)
+    if stale_lock:
+        console.line(f"herjax.train: took over the lock of {cfg.run_dir} left by process {stale_lock.get('pid')} "
+                     f"on {stale_lock.get('host')}, which is no longer running")
     trainer = _build(cfg, trainer)
-    if resume is None:
-        cfg = dataclasses.replace(cfg, run_dir=logs.make_run_dir(cfg.run_dir))
     per_epoch = trainer.steps_per_epoch
     total_epochs = -(-cfg.total_env_steps // per_epoch)
-    console = console_lib.Console(log)
     start = _start(cfg, trainer, resume, console, total_epochs)
     state, history, best = start.state, start.history, start.best
     config_yaml = config_lib.to_yaml(cfg)
@@ -343,7 +361,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             overrides.append(arg)
     try:
         result = train(overrides, resume=resume)
-    except (ConfigError, CheckpointError) as e:
+    except (ConfigError, CheckpointError, RunDirError) as e:
         print(f"herjax.train: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:

@@ -12,14 +12,23 @@ PROGRESS_COLUMNS = ("epoch", "env_steps", "wall_s", "epoch_s", "steps_per_s")  #
 
 
 def make_run_dir(path: str) -> str:
-    """Creates ``path``; if it already holds a run, a fresh ``path-1``, ``path-2``... instead."""
+    """Creates ``path``; if it already holds a run, a fresh ``path-1``, ``path-2``... instead. Raises
+    ``herjax.runs.lock.RunDirError`` (one line) when the directory cannot be created."""
+    from herjax.runs.lock import RunDirError
+
     candidate, n = path, 0
     while os.path.exists(os.path.join(candidate, "progress.csv")) or os.path.exists(
         os.path.join(candidate, "checkpoints")
     ):
         n += 1
         candidate = f"{path}-{n}"
-    os.makedirs(candidate, exist_ok=True)
+    if os.path.exists(candidate) and not os.path.isdir(candidate):
+        raise RunDirError(f"bad value {path!r} for run_dir: it is a file, not a directory")
+    try:
+        os.makedirs(candidate, exist_ok=True)
+    except OSError as e:
+        raise RunDirError(f"bad value {path!r} for run_dir: cannot create it ({e.strerror}); give a writable "
+                          "path") from None
     return candidate
 
 

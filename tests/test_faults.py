@@ -1,0 +1,61 @@
+"""Faults that must lose nothing: one writer per run directory, and run directories that cannot be used get one
+line and exit code 2, before anything is built."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from herjax.runs.lock import LOCK_NAME, RunDirError, RunLock
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HOLD = ("import sys, time; from herjax.runs.lock import RunLock; RunLock(sys.argv[1]).__enter__(); "
+        "print('locked', flush=True); time.sleep(120)")
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "herjax.train", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+
+
+def one_line_error(proc):
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def test_a_second_run_on_a_locked_directory_is_refused_and_a_killed_holder_is_taken_over(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run_dir)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        line = one_line_error(run_cli(f"run_dir={run_dir}", "total_env_steps=100"))
+        assert "in use by process" in line and str(holder.pid) in line and str(run_dir) in line
+        # The same in-process: a second lock on the directory fails while the first is held.
+        with pytest.raises(RunDirError, match=str(holder.pid)):
+            RunLock(str(run_dir)).__enter__()
+    finally:
+        holder.send_signal(signal.SIGKILL)  # kill -9: no cleanup, its record stays in the lock file
+        holder.wait()
+    assert str(holder.pid) in (run_dir / LOCK_NAME).read_text()
+    with RunLock(str(run_dir)) as lock:
+        assert lock.stale is not None and lock.stale["pid"] == holder.pid
+        assert f'"pid": {os.getpid()}' in (run_dir / LOCK_NAME).read_text()
+    # Released cleanly: the next taker finds no stale holder.
+    with RunLock(str(run_dir)) as lock:
+        assert lock.stale is None
+
+
+@pytest.mark.parametrize("bad", ["/proc/herjax-run", "a-file"])
+def test_a_run_directory_that_cannot_be_made_gets_one_line(bad, tmp_path):
+    if bad == "a-file":
+        bad = str(tmp_path / "a-file")
+        with open(bad, "w") as f:
+            f.write("not a directory")
+    line = one_line_error(run_cli(f"run_dir={bad}", "total_env_steps=100"))
+    assert "run_dir" in line and bad in line
