@@ -352,6 +352,7 @@ def parse_overrides(
     """``["key=value", ...]`` -> an unresolved ``TrainConfig``: defaults (or ``base``), the ``scale`` preset (unless
     ``apply_scale`` is False, e.g. on top of a saved config, which has it applied already), then the overrides in
     order. Raises ``ConfigError`` for a malformed argument, an unknown key or a wrong type."""
+    import yaml
     from omegaconf import OmegaConf
     from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
@@ -394,9 +395,19 @@ def parse_overrides(
             merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([f"{key}={value}"]))
         except ConfigKeyError:
             raise _unknown_key(key) from None
-        except (ValidationError, OmegaConfBaseException):
+        except (ValidationError, OmegaConfBaseException, yaml.YAMLError, OverflowError, ValueError):
             raise ConfigError(f"bad value {value!r} for {key}: expected {_type_name(types[key])}") from None
-    return _from_container(TrainConfig, OmegaConf.to_container(merged, resolve=True))
+    try:
+        container = OmegaConf.to_container(merged, resolve=True)
+    except OmegaConfBaseException as e:  # e.g. an interpolation ${...} that does not resolve
+        key = getattr(e, "full_key", None) or "a key"
+        raise ConfigError(f"bad value for {key}: {_first_line(e)}") from None
+    return _from_container(TrainConfig, container)
+
+
+def _first_line(error: BaseException) -> str:
+    """OmegaConf's message without its ``full_key``/``object_type`` trailer, on one line."""
+    return " ".join(str(error).split()).split(" full_key:")[0]
 
 
 def load(cfg_or_overrides: Union[TrainConfig, Sequence[str], dict, None] = None) -> TrainConfig:
@@ -453,7 +464,7 @@ def from_yaml(text: str) -> TrainConfig:
         merged = OmegaConf.merge(OmegaConf.structured(_schema(TrainConfig)), saved)
         container = OmegaConf.to_container(merged, resolve=True)
     except (OmegaConfBaseException, yaml.YAMLError, ValueError, TypeError) as e:
-        raise ConfigError(" ".join(str(e).split()).split(" full_key:")[0]) from None
+        raise ConfigError(_first_line(e)) from None
     if not isinstance(container, dict):
         raise ConfigError("not a mapping of keys to values")
     return resolve(_from_container(TrainConfig, container))

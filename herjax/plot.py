@@ -67,11 +67,16 @@ def read_run(run_dir: str) -> Run:
         cfg = read_config(run_dir)
     except CheckpointError as e:
         raise PlotError(str(e)) from None
-    with open(os.path.join(run_dir, "progress.csv"), newline="") as f:
-        rows = list(csv.DictReader(f))
-    columns = {}
-    for key in rows[0] if rows else ():
-        columns[key] = np.array([float(r[key]) if r[key] not in ("", None) else np.nan for r in rows])
+    path = os.path.join(run_dir, "progress.csv")
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        columns = {}
+        for key in rows[0] if rows else ():
+            columns[key] = np.array([float(r[key]) if r[key] not in ("", None) else np.nan for r in rows])
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, csv.Error) as e:
+        raise PlotError(f"cannot read {path}: {' '.join(str(e).split())[:160]} (expected the CSV herjax.train "
+                        "writes: a header row, then one row of numbers per epoch)") from None
     return Run(run_dir=run_dir, config=config_lib.flat_dict(cfg), columns=columns)
 
 

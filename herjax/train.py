@@ -142,7 +142,6 @@ def _build(cfg: TrainConfig, trainer: Any) -> Any:
     if cfg.num_devices > available:
         raise ConfigError(f"bad value {cfg.num_devices} for num_devices: this machine has {available} local "
                           f"{jax.default_backend()} device(s)")
-    ckpt_lib.import_env_dependencies_quietly()
     if trainer is not None and _same_computation(trainer.config, cfg):
         return trainer
     return loops.make_train(cfg, envs.make(cfg.env, backend=cfg.backend))

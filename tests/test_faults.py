@@ -59,3 +59,18 @@ def test_a_run_directory_that_cannot_be_made_gets_one_line(bad, tmp_path):
             f.write("not a directory")
     line = one_line_error(run_cli(f"run_dir={bad}", "total_env_steps=100"))
     assert "run_dir" in line and bad in line
+
+
+@pytest.mark.parametrize("content", ["epoch,env_steps,test/success_rate\n1,abc,0.5\n", "\x00\xff\xfe garbage",
+                                     "epoch,env_steps\n1,2,3,4\n"])
+def test_plot_of_a_garbled_progress_csv_gets_one_line(content, tmp_path, capsys):
+    from herjax import config as config_lib
+    from herjax import plot as plot_lib
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(config_lib.to_yaml(config_lib.load([f"run_dir={run_dir}"])))
+    (run_dir / "progress.csv").write_bytes(content.encode("latin-1"))
+    assert plot_lib.main([str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "progress.csv" in err and "Traceback" not in err

@@ -6,9 +6,12 @@ its reason, in ``herjax/envs/README.md``, and each is covered by a parity test a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import io
 import os
+import sys
 from typing import NamedTuple
 
 import mujoco
@@ -101,8 +104,13 @@ class FetchModel(NamedTuple):
 
 
 def assets_dir() -> str:
-    import gymnasium_robotics
-
+    if "gymnasium_robotics" not in sys.modules:
+        # On import, gymnasium-robotics 1.4.2 prints a notice about its Adroit hand envs' rewards, which concerns no
+        # Fetch task; a command's stderr must hold only its own lines (exactly one, for bad input).
+        with contextlib.redirect_stderr(io.StringIO()):
+            import gymnasium_robotics
+    else:
+        gymnasium_robotics = sys.modules["gymnasium_robotics"]
     return os.path.join(os.path.dirname(gymnasium_robotics.__file__), "envs", "assets", "fetch")
 
 

@@ -28,9 +28,7 @@ epochs since the one before it.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 import json
 import logging
 import math
@@ -353,16 +351,6 @@ def read_config(run_dir: str) -> Any:
         raise CheckpointError(f"cannot read {path}: {_one_line(e)}") from None
 
 
-def import_env_dependencies_quietly() -> None:
-    """Imports gymnasium-robotics (whose assets the env models are built from) with stderr silenced: on import,
-    1.4.2 prints a notice about the reward functions of its Adroit hand envs, which concerns no Fetch task and
-    would be the only stray line of a run's stderr (a bad resume directory must print exactly one line)."""
-    if "gymnasium_robotics" in sys.modules:
-        return
-    with contextlib.redirect_stderr(io.StringIO()):
-        import gymnasium_robotics  # noqa: F401
-
-
 def load_run(run_dir: str, checkpoint: str = "best", *, backend: Optional[str] = None) -> LoadedRun:
     """Rebuilds a saved run: its config, env and trainer, and the state of its ``checkpoint`` (``best`` or
     ``latest``; ``best`` falls back to ``latest`` if the run has none).
@@ -379,7 +367,6 @@ def load_run(run_dir: str, checkpoint: str = "best", *, backend: Optional[str] =
     if checkpoint not in ("best", "latest"):
         raise CheckpointError(f"bad checkpoint {checkpoint!r}: expected best or latest")
     cfg = read_config(run_dir)
-    import_env_dependencies_quietly()
     if backend is not None:
         cfg = dataclasses.replace(cfg, backend=backend)
     env = envs.make(cfg.env, backend=cfg.backend)
