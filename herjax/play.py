@@ -212,6 +212,8 @@ def play(
         raise PlayError(f"bad video size {width}x{height}: width and height must be >= 16")
     if video is not None and not video.lower().endswith((".mp4", ".gif")):
         raise PlayError(f"bad value {video!r} for video: expected a path ending in .mp4 or .gif")
+    if video is not None:
+        _check_writable(video)
     import jax
 
     from herjax.runs import checkpoint as ckpt_lib
@@ -243,12 +245,30 @@ def play(
         result.frames = render_episodes(env.model.mj_model, info.physics, np.asarray(goals), width=width,
                                         height=height)
     if video is not None:
-        write_video(video, result.frames, fps=1.0 / env.dt)
+        try:
+            write_video(video, result.frames, fps=1.0 / env.dt)
+        except Exception as e:  # noqa: BLE001 -- ffmpeg's and imageio's failures all mean: this video was not written
+            raise PlayError(f"cannot write video {video!r}: {' '.join(str(e).split())[:160]}") from None
         result.video = video
         if log:
             log(f"herjax.play: wrote {video} ({len(result.frames)} frames, {width}x{height}, "
                 f"{1.0 / env.dt:.0f} fps)")
     return result
+
+
+def _check_writable(video: str) -> None:
+    """Raises ``PlayError`` (one line) unless a file can be written at ``video`` (its folder is made if missing):
+    checked before anything runs, so a bad path costs no rollout and no rendering."""
+    directory = os.path.dirname(os.path.abspath(video))
+    try:
+        os.makedirs(directory, exist_ok=True)
+        probe = os.path.join(directory, f".herjax-play-{os.getpid()}")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise PlayError(f"bad value {video!r} for video: cannot write there ({e.strerror}); give a writable path "
+                        "ending in .mp4 or .gif") from None
 
 
 _KEYS = {"run": str, "episodes": int, "checkpoint": str, "video": str, "seed": int, "width": int, "height": int,

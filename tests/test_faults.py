@@ -74,3 +74,17 @@ def test_plot_of_a_garbled_progress_csv_gets_one_line(content, tmp_path, capsys)
     assert plot_lib.main([str(run_dir)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "progress.csv" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("video", ["/proc/herjax/x.mp4", "/dev/null/x.gif"])
+def test_play_to_an_unwritable_video_path_gets_one_line_before_any_work(video, tmp_path, capsys, monkeypatch):
+    from herjax import play as play_lib
+    from herjax.runs import checkpoint as ckpt_lib
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("loaded a run for an unwritable video path")
+
+    monkeypatch.setattr(ckpt_lib, "load_run", forbidden)
+    assert play_lib.main([f"run={tmp_path}", f"video={video}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and video in err and "cannot write there" in err and "Traceback" not in err
