@@ -34,11 +34,16 @@ run on the same directory is refused (naming the holding process), and the lock 
 **Bad input** (unknown env, alg or key, a wrong type, an impossible value, a missing or unreadable resume
 directory, a run directory that cannot be created or is in use) prints one line on stderr and exits with status 2
 before anything is compiled.
+
+**Divergence.** An epoch that leaves a non-finite number in the agent's state (parameters, optimiser states,
+normaliser statistics) is never checkpointed: the run stops with one line naming the last good checkpoint and
+exits with status 1.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import signal
 import sys
@@ -303,6 +308,8 @@ def _run(cfg: TrainConfig, resume: Optional[str], trainer: Any, log: Optional[Ca
                 eta = _mean_epoch_s(session_epochs) * (total_epochs - epoch)
                 console.line(console_lib.progress_line(row, total_epochs, cfg.total_env_steps, eta,
                                                        bound=len(session_epochs) == 1))
+                if not _finite(state.agent):
+                    raise NonFiniteError(_non_finite_message(cfg.run_dir, row))
                 stop = (
                     signals.received is not None
                     or (cfg.stop_success is not None and row["test/success_rate"] >= cfg.stop_success)
@@ -325,6 +332,36 @@ def _run(cfg: TrainConfig, resume: Optional[str], trainer: Any, log: Optional[Ca
     _finish(log, cfg.run_dir, state, history, stopped_by)
     return TrainResult(config=cfg, history=history, state=state, run_dir=cfg.run_dir, trainer=trainer,
                        stopped_by=stopped_by, resumed_from=start.resumed_from)
+
+
+class NonFiniteError(RuntimeError):
+    """An epoch left a non-finite number in the agent's state; nothing of it was saved. The message is one line."""
+
+
+_FINITE_FN: list = []
+
+
+def _finite(tree: Any) -> bool:
+    """Whether every floating-point leaf of ``tree`` (parameters, optimiser states, statistics) is finite."""
+    if not _FINITE_FN:
+        import jax
+        import jax.numpy as jnp
+
+        def finite(tree: Any) -> Any:
+            leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+            return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+        _FINITE_FN.append(jax.jit(finite))
+    return bool(_FINITE_FN[0](tree))
+
+
+def _non_finite_message(run_dir: str, row: dict) -> str:
+    bad = [k for k, v in row.items() if k.startswith("train/") and k != "train/success_rate" and not math.isfinite(v)]
+    saved = ckpt_lib.candidates(run_dir)
+    last = f"the last good checkpoint is {saved[0][0]}/{saved[0][1]}" if saved else "no checkpoint was saved yet"
+    return (f"epoch {row['epoch']} left non-finite numbers in the agent's parameters or statistics"
+            f"{' (non-finite ' + ', '.join(bad) + ')' if bad else ''}; it was not saved, {last}. Learning diverged: "
+            "start again with smaller learning rates, or resume from that checkpoint")
 
 
 def _mean_epoch_s(epoch_s: list[float]) -> Optional[float]:
@@ -363,6 +400,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ConfigError, CheckpointError, RunDirError) as e:
         print(f"herjax.train: error: {e}", file=sys.stderr)
         return 2
+    except NonFiniteError as e:
+        print(f"herjax.train: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as e:
         # A second signal: quit now. The epoch's worker thread may still be inside XLA, and an interpreter that
         # finalises under it can hang or crash; the checkpoints and logs are closed, so leave at once.

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from herjax.runs.lock import LOCK_NAME, RunDirError, RunLock
@@ -88,3 +89,43 @@ def test_play_to_an_unwritable_video_path_gets_one_line_before_any_work(video, t
     assert play_lib.main([f"run={tmp_path}", f"video={video}"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and video in err and "cannot write there" in err and "Traceback" not in err
+
+
+def test_a_diverged_epoch_stops_the_run_and_is_never_saved(tmp_path, capsys, monkeypatch):
+    """A non-finite parameter, however it arises (here injected into one critic weight after epoch 3), stops the
+    run with one line; the checkpoints keep the last good epoch, and the run resumes from it."""
+    import jax
+    import jax.numpy as jnp
+
+    from herjax import config, envs, loops
+    from herjax import train as train_mod
+    from herjax.runs import checkpoint as ckpt_lib
+
+    run_dir = str(tmp_path / "run")
+    args = ["n_cycles=1", "ddpg.n_batches=2", "ddpg.batch_size=32", "ddpg.hidden=[16]", "ddpg.buffer_size=5000",
+            "n_test_episodes=2", "total_env_steps=500", f"run_dir={run_dir}"]
+    cfg = config.load(args)
+    trainer = loops.make_train(cfg, envs.make(cfg.env))
+    epochs = []
+
+    def diverging(state):
+        state, metrics = trainer.run_epoch(state)
+        epochs.append(int(state.epoch))
+        if len(epochs) == 3:
+            leaves, tree = jax.tree.flatten(state.agent.critic.online)
+            leaves[0] = leaves[0].at[0].set(jnp.nan)
+            state = state.replace(agent=state.agent.replace(critic=state.agent.critic._replace(
+                online=jax.tree.unflatten(tree, leaves))))
+        return state, metrics
+
+    with pytest.raises(train_mod.NonFiniteError, match=r"^epoch 3 left non-finite .* last good checkpoint is "
+                                                       r"latest/2"):
+        train_mod.train(args, trainer=trainer._replace(run_epoch=diverging), log=None)
+    assert ckpt_lib.steps(run_dir, "latest") == [1, 2] and max(ckpt_lib.steps(run_dir, "best")) <= 2
+    resumed = train_mod.train([], resume=run_dir, log=None, trainer=trainer)
+    assert resumed.resumed_from == "latest/2" and [r["epoch"] for r in resumed.history] == [1, 2, 3, 4, 5]
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(resumed.state.agent))
+    # The CLI: one line, exit status 1.
+    monkeypatch.setattr(train_mod, "train", lambda *a, **k: (_ for _ in ()).throw(train_mod.NonFiniteError("x")))
+    assert train_mod.main(["env=fetch_reach"]) == 1
+    assert capsys.readouterr().err == "herjax.train: error: x\n"
