@@ -9,7 +9,6 @@ directories a run would create are made under a temporary working directory.
 
 import contextlib
 import io
-import os
 import random
 
 import pytest
