@@ -43,6 +43,7 @@ exits with status 1.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import signal
@@ -338,21 +339,21 @@ class NonFiniteError(RuntimeError):
     """An epoch left a non-finite number in the agent's state; nothing of it was saved. The message is one line."""
 
 
-_FINITE_FN: list = []
+@functools.cache
+def _finite_fn() -> Callable[[Any], Any]:
+    import jax
+    import jax.numpy as jnp
+
+    def finite(tree: Any) -> Any:
+        leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+        return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+    return jax.jit(finite)
 
 
 def _finite(tree: Any) -> bool:
     """Whether every floating-point leaf of ``tree`` (parameters, optimiser states, statistics) is finite."""
-    if not _FINITE_FN:
-        import jax
-        import jax.numpy as jnp
-
-        def finite(tree: Any) -> Any:
-            leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
-            return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
-
-        _FINITE_FN.append(jax.jit(finite))
-    return bool(_FINITE_FN[0](tree))
+    return bool(_finite_fn()(tree))
 
 
 def _non_finite_message(run_dir: str, row: dict) -> str:

@@ -195,9 +195,3 @@ def policy_of(agent: Any) -> Callable[[Any, jax.Array, jax.Array], jax.Array]:
         return agent.greedy(state.agent if isinstance(state, TrainState) else state, obs, goal)
 
     return policy
-
-
-def check_divides(name: str, value: int, num_devices: int) -> None:
-    """``value`` must split evenly over the devices (a ``ValueError`` naming ``name``)."""
-    if value % num_devices:
-        raise ValueError(f"{name}={value} must be a multiple of the number of devices ({num_devices})")

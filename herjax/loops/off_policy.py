@@ -151,9 +151,6 @@ def make_train(cfg: Any, env: FetchEnv, *, make_agent: Callable[..., OffPolicyAg
     """
     num_devices = cfg.num_devices
     mesh = sharding.make_mesh(num_devices)
-    for name, value in (("num_envs", cfg.num_envs), ("n_test_episodes", cfg.n_test_episodes),
-                        ("batch_size", section.batch_size)):
-        common.check_divides(name, value, num_devices)
     horizon = env.episode_length
     agent = make_agent(section, obs_dim=env.obs_dim, goal_dim=env.goal_dim, act_dim=env.action_dim, horizon=horizon)
     buffer = make_her_buffer(

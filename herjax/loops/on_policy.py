@@ -102,8 +102,6 @@ def make_train(cfg: Any, env: FetchEnv, *, make_agent: Callable[..., OnPolicyAge
     """
     num_devices = cfg.num_devices
     mesh = sharding.make_mesh(num_devices)
-    for name, value in (("num_envs", cfg.num_envs), ("n_test_episodes", cfg.n_test_episodes)):
-        common.check_divides(name, value, num_devices)
     steps_per_epoch = cfg.n_cycles * cfg.num_envs * section.unroll_length
     n_epochs = -(-cfg.total_env_steps // steps_per_epoch)
     total_updates = n_epochs * cfg.n_cycles * section.n_epochs * section.n_minibatches

@@ -73,27 +73,23 @@ def device_key(key: jax.Array, axis_name: Optional[str]) -> jax.Array:
     return jax.random.fold_in(key, device_index(axis_name))
 
 
+def _with_device_axis(state: Any, per_device: str) -> Any:
+    return state.replace(**{per_device: jax.tree.map(lambda x: x[None], getattr(state, per_device))})
+
+
 def strip_device_axis(fn: Callable, per_device: str) -> Callable:
     """``fn(state, ...)`` seeing field ``per_device`` without its device axis (``[1, ...]`` inside ``shard_map``);
-    the device axis is put back on every state it returns (alone or first of a tuple)."""
-
-    def add(out: Any) -> Any:
-        if isinstance(out, tuple):
-            return (add(out[0]),) + tuple(out[1:])
-        return out.replace(**{per_device: jax.tree.map(lambda x: x[None], getattr(out, per_device))})
+    the device axis is put back on the state it returns (alone or first of a tuple)."""
 
     def wrapped(state: Any, *args):
-        inner = state.replace(**{per_device: jax.tree.map(lambda x: x[0], getattr(state, per_device))})
-        return add(fn(inner, *args))
+        out = fn(state.replace(**{per_device: jax.tree.map(lambda x: x[0], getattr(state, per_device))}), *args)
+        if isinstance(out, tuple):
+            return (_with_device_axis(out[0], per_device),) + tuple(out[1:])
+        return _with_device_axis(out, per_device)
 
     return wrapped
 
 
 def add_device_axis(fn: Callable, per_device: str) -> Callable:
     """``fn(...) -> state`` with a device axis added to field ``per_device`` of the state it returns."""
-
-    def wrapped(*args):
-        state = fn(*args)
-        return state.replace(**{per_device: jax.tree.map(lambda x: x[None], getattr(state, per_device))})
-
-    return wrapped
+    return lambda *args: _with_device_axis(fn(*args), per_device)

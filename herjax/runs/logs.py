@@ -8,14 +8,14 @@ import io
 import os
 from typing import Any, Optional, Sequence
 
+from herjax.runs.lock import RunDirError
+
 PROGRESS_COLUMNS = ("epoch", "env_steps", "wall_s", "epoch_s", "steps_per_s")  # then the trainer's epoch_metrics
 
 
 def make_run_dir(path: str) -> str:
     """Creates ``path``; if it already holds a run, a fresh ``path-1``, ``path-2``... instead. Raises
     ``herjax.runs.lock.RunDirError`` (one line) when the directory cannot be created."""
-    from herjax.runs.lock import RunDirError
-
     candidate, n = path, 0
     while os.path.exists(os.path.join(candidate, "progress.csv")) or os.path.exists(
         os.path.join(candidate, "checkpoints")

@@ -68,7 +68,7 @@ def update(state: NormalizerState, x: chex.Array, axis_name: Optional[str] = Non
     chex.assert_axis_dimension(x, -1, size)
     x = jnp.reshape(x, (-1, size)).astype(state.sum.dtype)
     added = psum((jnp.sum(x, axis=0), jnp.sum(jnp.square(x), axis=0)), axis_name)
-    count = x.shape[0] if axis_name is None else jax.lax.psum(x.shape[0], axis_name)
+    count = psum(x.shape[0], axis_name)
     return NormalizerState(
         sum=state.sum + added[0],
         sumsq=state.sumsq + added[1],
