@@ -2,7 +2,9 @@
 
 * ``collect_episodes``: whole fresh episodes. Every episode starts from a fresh ``env.reset`` with its own key (a
   fresh goal and object position) and runs exactly ``env.episode_length`` steps, as baselines'
-  ``RolloutWorker.generate_rollouts`` does (off-policy training, evaluation, play).
+  ``RolloutWorker.generate_rollouts`` does (off-policy training, evaluation, play). An env whose state turns
+  non-finite is reset at once and its episode marked (``RolloutInfo.resets``): the off-policy loop does not store
+  it, since HER relabels within whole episodes.
 * ``unroll``: a fixed number of steps in auto-resetting envs (``herjax.envs.vec``), recording each step's
   successor, which is the ended episode's final observation where the time limit cut it (on-policy training).
 * ``evaluate``: the deterministic policy's summaries over fresh episodes (``EvalMetrics``), for every loop.
@@ -22,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from herjax.envs.fetch import FetchEnv, State
-from herjax.envs.wrappers import VecEnv, VecState
+from herjax.envs.wrappers import VecEnv, VecState, finite, reset_where
 from herjax.types import Episodes, EvalMetrics, PolicyFn, PolicyStep, Unroll
 
 
@@ -34,6 +36,8 @@ class RolloutInfo(NamedTuple):
             averages).
         episode_return: ``[B]`` float, the undiscounted sum of the env's rewards.
         final_state: the batched env ``State`` after the last step (leaves ``[B, ...]``).
+        resets: ``[B]`` int32, how often each env's state turned non-finite and was reset at once; an episode
+            with any is broken (its steps after the reset belong to a fresh start) and must not be learned from.
         physics: with ``record_physics=True``, the ``PhysState`` at reset and after every step (leaves
             ``[B, T+1, ...]``), e.g. to render the episodes; else ``None``.
     """
@@ -41,6 +45,7 @@ class RolloutInfo(NamedTuple):
     is_success: jax.Array
     episode_return: jax.Array
     final_state: State
+    resets: jax.Array
     physics: Any = None
 
 
@@ -78,11 +83,20 @@ def collect_episodes(
     state = jax.vmap(env.reset)(jax.random.split(reset_key, num_envs))
     batch_step = jax.vmap(env.step)
 
-    def step(state: State, step_key: jax.Array) -> tuple[State, _Step]:
+    def step(carry: tuple[State, jax.Array], step_key: jax.Array) -> tuple[tuple[State, jax.Array], _Step]:
+        state, resets = carry
         obs, goal = state.obs["observation"], state.obs["desired_goal"]
         action = policy_fn(obs, goal, step_key)
         chex.assert_shape(action, (num_envs, env.action_dim))
         next_state = batch_step(state, action)
+        broken = ~finite(next_state)
+        # Resets drawn from a key of their own, so an episode without faults is the same with or without this.
+        next_state = jax.lax.cond(
+            jnp.any(broken),
+            lambda s: reset_where(env, broken, s, jax.random.fold_in(step_key, 1)),
+            lambda s: s,
+            next_state,
+        )
         record = _Step(
             obs=obs,
             achieved_goal=state.obs["achieved_goal"],
@@ -90,9 +104,12 @@ def collect_episodes(
             action=action.astype(obs.dtype),
             reward=next_state.reward,
         )
-        return next_state, (record, next_state.physics if record_physics else None)
+        return (next_state, resets + broken), (record, next_state.physics if record_physics else None)
 
-    final, (traj, physics) = jax.lax.scan(step, state, jax.random.split(policy_key, horizon))
+    no_resets = jnp.zeros((num_envs,), jnp.int32)
+    (final, resets), (traj, physics) = jax.lax.scan(
+        step, (state, no_resets), jax.random.split(policy_key, horizon)
+    )
 
     def with_last(stepped: jax.Array, last: jax.Array) -> jax.Array:
         # [T, B, d] + [B, d] -> [B, T+1, d]: the observation after the last action closes the episode.
@@ -112,6 +129,7 @@ def collect_episodes(
         is_success=final.info["is_success"],
         episode_return=jnp.sum(traj.reward, axis=0),
         final_state=final,
+        resets=resets,
         physics=jax.tree.map(with_first, physics, state.physics) if record_physics else None,
     )
     return episodes, info
@@ -151,7 +169,7 @@ def unroll(
         record = Unroll(
             obs=obs, goal=goal, step=policy_step, reward=reward, terminated=terminated,
             truncated=truncated.astype(reward.dtype), next_obs=final["observation"], next_goal=final["desired_goal"],
-            final_success=nxt.final_info["is_success"],
+            final_success=nxt.final_info["is_success"], nonfinite=nxt.nonfinite.astype(reward.dtype),
         )
         return nxt, record
 

@@ -35,6 +35,10 @@ run on the same directory is refused (naming the holding process), and the lock 
 directory, a run directory that cannot be created or is in use) prints one line on stderr and exits with status 2
 before anything is compiled.
 
+**A full disk** during a write (a checkpoint, ``progress.csv``) stops the run with one line saying how much space
+the write needed and how much is free, and exits with status 1. The unfinished checkpoint is removed; the earlier
+ones, and the previous ``progress.csv``, are intact, so the run resumes once there is space.
+
 **Divergence.** An epoch that leaves a non-finite number in the agent's state (parameters, optimiser states,
 normaliser statistics) is never checkpointed: the run stops with one line naming the last good checkpoint and
 exits with status 1.
@@ -56,7 +60,7 @@ from herjax.config import ConfigError, TrainConfig
 from herjax.runs import checkpoint as ckpt_lib
 from herjax.runs import console as console_lib
 from herjax.runs import logs
-from herjax.runs.checkpoint import CheckpointError
+from herjax.runs.checkpoint import CheckpointError, DiskFullError
 from herjax.runs.console import EXIT_CODES, Interrupted
 from herjax.runs.lock import RunDirError, RunLock
 from herjax.runs.logs import PROGRESS_COLUMNS
@@ -326,6 +330,8 @@ def _run(cfg: TrainConfig, resume: Optional[str], trainer: Any, log: Optional[Ca
         console.clear()
         _interrupted(log, cfg.run_dir)
         raise
+    except DiskFullError as e:
+        raise DiskFullError(f"{e}. Free some space, then: {resume_command(cfg.run_dir)}") from None
     finally:
         console.clear()
         checkpointer.close()
@@ -401,7 +407,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ConfigError, CheckpointError, RunDirError) as e:
         print(f"herjax.train: error: {e}", file=sys.stderr)
         return 2
-    except NonFiniteError as e:
+    except (NonFiniteError, DiskFullError) as e:
         print(f"herjax.train: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:

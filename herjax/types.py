@@ -5,7 +5,7 @@ They live here, below every module that uses them, so that no module imports one
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 
@@ -82,6 +82,8 @@ class Unroll(NamedTuple):
         next_obs: the observation the step led to (the episode's final one where it was truncated).
         next_goal: the desired goal there.
         final_success: ``is_success`` after the step, of the episode it belongs to.
+        nonfinite: 1 where the step left the env non-finite: it was reset at once, and the step is recorded as
+            a truncation at its last finite observation (``next_obs`` is the observation acted on).
     """
 
     obs: jax.Array
@@ -93,6 +95,7 @@ class Unroll(NamedTuple):
     next_obs: jax.Array
     next_goal: jax.Array
     final_success: jax.Array
+    nonfinite: Any = None
 
 
 class EvalMetrics(NamedTuple):

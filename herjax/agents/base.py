@@ -45,7 +45,8 @@ class OffPolicyAgent(NamedTuple):
         value: ``(state, obs [N, o], goal [N, g], action [N, A]) -> [N]``, the critic on raw inputs.
         update: ``(state, transitions [N], key, axis_name) -> (state, metrics)``: one update on a batch.
         end_of_cycle: ``(state) -> state``, after a cycle's updates (the target networks' step).
-        update_normalizer: ``(state, obs [..., o], goal [..., g], axis_name) -> state``.
+        update_normalizer: ``(state, obs [..., o], goal [..., g], axis_name, mask=None) -> state``; ``mask [...]``
+            (bool) leaves samples out.
         summary: ``(state) -> {name: []}``, per-epoch scalars, logged under their own names.
         metric_names: the keys of ``update``'s metrics.
     """
@@ -71,7 +72,8 @@ class OnPolicyAgent(NamedTuple):
         value: ``(state, obs [..., o], goal [..., g]) -> [...]``, the state value.
         prepare: ``(state, unroll [T, N]) -> batch``: what ``update`` learns from (values, advantages ...).
         update: ``(state, batch, key, axis_name) -> (state, metrics)``: every pass over one batch.
-        update_normalizer: ``(state, obs [..., o], goal [..., g], axis_name) -> state``.
+        update_normalizer: ``(state, obs [..., o], goal [..., g], axis_name, mask=None) -> state``; ``mask [...]``
+            (bool) leaves samples out.
         summary: ``(state) -> {name: []}``, per-epoch scalars, logged under their own names.
         metric_names: the keys of ``update``'s metrics.
     """

@@ -13,7 +13,7 @@ import difflib
 from herjax.envs.fetch import FetchConfig, FetchEnv, State
 from herjax.envs.model import TASKS
 from herjax.envs.physics import BACKENDS, PhysState, default_backend
-from herjax.envs.wrappers import VecEnv, VecState, vec
+from herjax.envs.wrappers import VecEnv, VecState, finite, reset_where, vec
 
 _TASK_OF = {f"fetch_{task}": task for task in TASKS}
 
@@ -56,5 +56,5 @@ def make(name: str, backend: str = "auto", **overrides) -> FetchEnv:
 
 __all__ = [
     "BACKENDS", "FetchConfig", "FetchEnv", "PhysState", "State", "VecEnv", "VecState", "default_backend",
-    "make", "names", "vec",
+    "finite", "make", "names", "reset_where", "vec",
 ]

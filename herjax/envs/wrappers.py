@@ -1,7 +1,14 @@
-"""Batching and auto-reset for training."""
+"""Batching, auto-reset, and the reset of envs whose state turned non-finite.
+
+Physics can blow up (NaN or infinite positions and velocities) under extreme actions, MJX with a small solver
+budget more so. ``finite`` tells which envs of a batch did; ``reset_where`` replaces them with fresh resets. Both
+rollouts (``herjax.rollout``) reset such an env at once, so no non-finite number reaches a buffer, a normaliser
+or an update.
+"""
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, NamedTuple
 
 import jax
@@ -9,6 +16,25 @@ import jax.numpy as jnp
 from flax import struct
 
 from herjax.envs.fetch import FetchEnv, State
+
+
+def finite(state: State) -> jax.Array:
+    """Whether each env of ``state`` holds only finite numbers (its physics and observations).
+
+    Returns ``[]`` bool for one env's ``State``, ``[B]`` for a batch (leaves ``[B, ...]``).
+    """
+    batch_ndim = jnp.ndim(state.reward)
+    leaves = jax.tree.leaves((state.physics, state.obs))
+    per_leaf = [jnp.all(jnp.isfinite(x), axis=tuple(range(batch_ndim, x.ndim))) for x in leaves]
+    return functools.reduce(jnp.logical_and, per_leaf)
+
+
+def reset_where(env: FetchEnv, mask: jax.Array, state: State, key: jax.Array) -> State:
+    """``state`` (a batch of ``B``) with the envs where ``mask [B]`` is True replaced by fresh resets, each from its
+    own key drawn from ``key``."""
+    fresh = jax.vmap(env.reset)(jax.random.split(key, mask.shape[0]))
+    pick = lambda new, old: jnp.where(mask.reshape((-1,) + (1,) * (old.ndim - 1)), new, old)
+    return jax.tree.map(pick, fresh, state)
 
 
 @struct.dataclass
@@ -23,6 +49,8 @@ class VecState:
         final_obs: the observation dict at the end of the episode that the last step ended (equal to
             ``env.obs`` where ``truncated`` is False).
         final_info: ``is_success`` at the end of that episode.
+        nonfinite: ``[N]`` bool, the last step left the env non-finite: it was reset at once, and the episode
+            ended (``truncated``) at its last finite observation, which ``final_obs`` holds.
     """
 
     env: State
@@ -31,6 +59,7 @@ class VecState:
     truncated: jax.Array
     final_obs: dict
     final_info: dict
+    nonfinite: jax.Array
 
 
 class VecEnv(NamedTuple):
@@ -46,12 +75,14 @@ def vec(env: FetchEnv, num_envs: int) -> VecEnv:
     """Batches ``env`` over ``num_envs`` with auto-reset after ``env.episode_length`` steps.
 
     Every reset draws a fresh object position and goal from its own key (never a cached first state), so HER
-    sees as many goals as episodes.
+    sees as many goals as episodes. An env whose step leaves it non-finite (``finite``) is reset at once too; its
+    episode ends there, as if by the time limit, at the last finite observation.
     """
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
     batch_reset = jax.vmap(env.reset)
     batch_step = jax.vmap(env.step)
+    no_env = jnp.zeros((num_envs,), bool)
 
     def reset(key: jax.Array) -> VecState:
         key, key_reset = jax.random.split(key)
@@ -60,31 +91,32 @@ def vec(env: FetchEnv, num_envs: int) -> VecEnv:
             env=state,
             t=jnp.zeros((num_envs,), jnp.int32),
             key=key,
-            truncated=jnp.zeros((num_envs,), bool),
+            truncated=no_env,
             final_obs=state.obs,
             final_info=state.info,
+            nonfinite=no_env,
         )
 
     def step(vstate: VecState, action: jax.Array) -> VecState:
         stepped = batch_step(vstate.env, action)
         t = vstate.t + 1
-        truncated = t >= env.episode_length
+        broken = ~finite(stepped)
+        truncated = (t >= env.episode_length) | broken
         key, key_reset = jax.random.split(vstate.key)
-
-        def with_resets(stepped: State) -> State:
-            fresh = batch_reset(jax.random.split(key_reset, num_envs))
-            pick = lambda new, old: jnp.where(truncated.reshape((-1,) + (1,) * (old.ndim - 1)), new, old)
-            return jax.tree.map(pick, fresh, stepped)
-
         # Envs usually end together, so the reset pass runs only on the steps that end episodes.
-        state = jax.lax.cond(jnp.any(truncated), with_resets, lambda s: s, stepped)
+        state = jax.lax.cond(
+            jnp.any(truncated), lambda s: reset_where(env, truncated, s, key_reset), lambda s: s, stepped
+        )
+        # A broken step's episode ends at its last finite observation (a select: the NaNs are not read).
+        last_finite = lambda old, new: jnp.where(broken.reshape((-1,) + (1,) * (new.ndim - 1)), old, new)
         return VecState(
             env=state,
             t=jnp.where(truncated, 0, t),
             key=key,
             truncated=truncated,
-            final_obs=stepped.obs,
-            final_info=stepped.info,
+            final_obs=jax.tree.map(last_finite, vstate.env.obs, stepped.obs),
+            final_info=jax.tree.map(last_finite, vstate.env.info, stepped.info),
+            nonfinite=broken,
         )
 
     return VecEnv(reset=reset, step=step, env=env, num_envs=num_envs)

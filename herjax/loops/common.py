@@ -22,7 +22,11 @@ from herjax.types import EvalMetrics
 # ``run_epoch`` must be traced once per Trainer, however many epochs run.
 TRACE_COUNTS: collections.Counter = collections.Counter()
 
-TEST_METRICS = ("test/success_rate", "test/mean_Q", "test/return", "train/success_rate")
+# Every loop's metrics, before the agent's. ``train/env_resets_nonfinite``: envs reset because their state turned
+# non-finite during the epoch's training (their episodes or steps were not learned from; see herjax.rollout).
+TEST_METRICS = (
+    "test/success_rate", "test/mean_Q", "test/return", "train/success_rate", "train/env_resets_nonfinite",
+)
 
 
 @flax.struct.dataclass
@@ -130,7 +134,8 @@ def run_epoch(
     """``n_cycles`` cycles then one evaluation: the epoch of every loop.
 
     Train metrics are means over the epoch's cycles (baselines clears its rollout history every epoch) of each
-    cycle's means; ``train/success_rate`` is ``train_success`` of the stacked cycle outputs.
+    cycle's means; ``train/success_rate`` is ``train_success`` of the stacked cycle outputs, and
+    ``train/env_resets_nonfinite`` the sum of the cycles' ``nonfinite_resets``.
     """
     TRACE_COUNTS["run_epoch"] += 1  # runs only while tracing
     ts, cycles = jax.lax.scan(lambda ts, _: cycle(ts), ts, None, length=n_cycles)
@@ -141,6 +146,7 @@ def run_epoch(
         "test/mean_Q": test.mean_q,
         "test/return": test.episode_return,
         "train/success_rate": train_success(cycles),
+        "train/env_resets_nonfinite": jnp.sum(cycles["nonfinite_resets"]),
         **{f"train/{name}": jnp.mean(cycles[name]) for name in agent.metric_names},
         **agent.summary(ts.agent),
     }

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from herjax.agents.base import OffPolicyAgent
-from herjax.agents.common.collectives import pmean
+from herjax.agents.common.collectives import pmean, psum
 from herjax.envs.fetch import FetchEnv
 from herjax.loops import common, sharding
 from herjax.replay.her import HerBuffer, future_p_from_replay_k, make_her_buffer, sample_her_transitions
@@ -78,13 +78,21 @@ def train_cycle(
     acting = ts.agent
     explore = lambda obs, goal, key: agent.act(acting, obs, goal, key)
     episodes, info = collect_episodes(env, explore, collect_key, num_envs)
-    buffer_state = buffer.add(ts.buffer, episodes)
+    # An episode whose env turned non-finite (and was reset mid-way) is neither stored nor normalised: the kept
+    # episodes go first (a stable sort, so without faults nothing moves), then only they are read.
+    kept = info.resets == 0
+    n_kept = jnp.sum(kept, dtype=jnp.int32)
+    episodes = jax.tree.map(lambda x: x[jnp.argsort(~kept, stable=True)], episodes)
+    buffer_state = buffer.add(ts.buffer, episodes, n_kept)
     # baselines ``store_episode``: the statistics see the new episodes as the sampler would serve them.
+    n_norm = num_envs * env.episode_length
     norm_batch = sample_her_transitions(
-        episodes, norm_key, num_envs * env.episode_length,
-        compute_reward=env.compute_reward, strategy=replay_strategy, future_p=future_p,
+        episodes, norm_key, n_norm,
+        compute_reward=env.compute_reward, strategy=replay_strategy, future_p=future_p, n_valid=n_kept,
     )
-    agent_state = agent.update_normalizer(acting, norm_batch.obs, norm_batch.desired_goal, axis_name)
+    agent_state = agent.update_normalizer(
+        acting, norm_batch.obs, norm_batch.desired_goal, axis_name, mask=jnp.broadcast_to(n_kept > 0, (n_norm,))
+    )
 
     def update(agent_state: Any, keys: tuple[jax.Array, jax.Array]) -> tuple[Any, dict]:
         sample_key, step_key = keys
@@ -95,6 +103,7 @@ def train_cycle(
     agent_state = agent.end_of_cycle(agent_state)
     metrics = {
         "success_rate": pmean(jnp.mean(info.is_success), axis_name),
+        "nonfinite_resets": psum(jnp.sum(info.resets), axis_name),
         **{name: jnp.mean(update_metrics[name]) for name in agent.metric_names},
     }
     num_devices = sharding.device_count(axis_name)

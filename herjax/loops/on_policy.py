@@ -60,7 +60,10 @@ def iteration(
     )
     agent_state, metrics = learn(acting, record, update_key, agent=agent, axis_name=axis_name)
     ended = psum(jnp.sum(record.truncated), axis_name)
-    metrics = dict(metrics, ended=ended, succeeded=psum(jnp.sum(record.truncated * record.final_success), axis_name))
+    metrics = dict(
+        metrics, ended=ended, succeeded=psum(jnp.sum(record.truncated * record.final_success), axis_name),
+        nonfinite_resets=psum(jnp.sum(record.nonfinite, dtype=jnp.int32), axis_name),
+    )
     steps = unroll_length * venv.num_envs * sharding.device_count(axis_name)
     ts = ts.replace(
         agent=agent_state, env=env_state, key=key, env_steps=ts.env_steps + steps,

@@ -44,12 +44,13 @@ class HerBuffer(NamedTuple):
 
     Attributes:
         init: ``() -> BufferState``, an empty buffer.
-        add: ``(state, episodes) -> state``, writes ``B <= E`` episodes into the ring.
+        add: ``(state, episodes, n_new=None) -> state``, writes ``B <= E`` episodes (or the first ``n_new``) into
+            the ring.
         sample: ``(state, key, batch_size) -> Transitions``; ``batch_size`` is static.
     """
 
     init: Callable[[], BufferState]
-    add: Callable[[BufferState, Episodes], BufferState]
+    add: Callable[..., BufferState]
     sample: Callable[[BufferState, jax.Array, int], Transitions]
 
 
@@ -172,17 +173,19 @@ def sample_her_transitions(
     )
 
 
-def buffer_add(state: BufferState, episodes: Episodes) -> BufferState:
+def buffer_add(state: BufferState, episodes: Episodes, n_new: Optional[jax.Array] = None) -> BufferState:
     """Writes a batch of episodes into the ring, overwriting the oldest.
 
     Args:
         state: buffer with ring size ``E``.
         episodes: ``B`` episodes shaped like the ring's, ``[B, ...]``; ``B <= E``
             so the written slots are distinct.
+        n_new: only the first ``n_new`` episodes are stored (``[]`` int, ``0 <= n_new
+            <= B``; e.g. those left after dropping broken ones); ``None`` stores all.
 
     Returns:
-        The new state; ``insert_pos`` advances by ``B`` mod ``E`` and ``size``
-        saturates at ``E``.
+        The new state; ``insert_pos`` advances by ``n_new`` mod ``E`` and ``size``
+        saturates at ``E``. The slots past the stored episodes keep what they held.
     """
     ring = state.episodes
     n_slots = ring.obs.shape[0]
@@ -196,13 +199,20 @@ def buffer_add(state: BufferState, episodes: Episodes) -> BufferState:
             f"cannot add {batch} episodes at once to a ring of {n_slots} episodes"
         )
     slots = (state.insert_pos + jnp.arange(batch, dtype=jnp.int32)) % n_slots
+    if n_new is None:
+        n_new, write = batch, lambda stored, new: new
+    else:
+        n_new = jnp.asarray(n_new, jnp.int32)
+        stored_here = jnp.arange(batch) < n_new
+        keep = lambda x: stored_here.reshape((-1,) + (1,) * (x.ndim - 1))
+        write = lambda stored, new: jnp.where(keep(new), new, stored[slots])
     new_ring = jax.tree.map(
-        lambda stored, new: stored.at[slots].set(new.astype(stored.dtype)), ring, episodes
+        lambda stored, new: stored.at[slots].set(write(stored, new.astype(stored.dtype))), ring, episodes
     )
     return BufferState(
         episodes=new_ring,
-        insert_pos=(state.insert_pos + batch) % n_slots,
-        size=jnp.minimum(state.size + batch, n_slots),
+        insert_pos=(state.insert_pos + n_new) % n_slots,
+        size=jnp.minimum(state.size + n_new, n_slots),
     )
 
 

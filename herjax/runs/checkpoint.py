@@ -29,6 +29,7 @@ epochs since the one before it.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import math
@@ -49,6 +50,44 @@ CHECKSUMS = "herjax_checksums.json"
 
 class CheckpointError(RuntimeError):
     """No readable checkpoint (or no run) where one was expected; the message is one line."""
+
+
+class DiskFullError(RuntimeError):
+    """The disk filled up during a write of the run (a checkpoint, ``progress.csv``); what was saved before is
+    intact. The message is one line and says how much space the write needed."""
+
+
+_OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_OUT_OF_SPACE_TEXT = ("no space left on device", "disk quota exceeded", "file too large", "enospc")
+
+
+def out_of_space(error: BaseException) -> bool:
+    """Whether ``error`` (or an error it was raised from) is the disk or a quota filling up. orbax's array writer
+    (tensorstore) reports it as a ``ValueError`` with the system's message, so the text counts too."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in _OUT_OF_SPACE:
+            return True
+        if any(text in str(error).lower() for text in _OUT_OF_SPACE_TEXT):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def size_text(n_bytes: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n_bytes < 1000 or unit == "GB":
+            return f"{n_bytes:.0f} {unit}" if unit == "bytes" else f"{n_bytes:.1f} {unit}"
+        n_bytes /= 1000
+    raise AssertionError
+
+
+def free_bytes(path: str) -> int:
+    """Free bytes on the file system of ``path`` (or of its nearest existing parent)."""
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return shutil.disk_usage(path).free
 
 
 def checkpoint_dir(run_dir: str, kind: str) -> str:
@@ -137,19 +176,59 @@ class Checkpointer:
         return self._managers[kind]
 
     def save(self, kind: str, state: Any, meta: dict) -> None:
-        """Saves ``state`` and ``meta`` (JSON-able, with an integer ``epoch``) as step ``meta['epoch']``."""
+        """Saves ``state`` and ``meta`` (JSON-able, with an integer ``epoch``) as step ``meta['epoch']``.
+
+        Raises ``DiskFullError`` (one line: the space needed and free) when the disk fills up during the save; the
+        unfinished step is removed and every earlier step is left as it was (orbax deletes the oldest steps only
+        after a save succeeds).
+        """
         import orbax.checkpoint as ocp
 
         manager = self._get(kind)
         epoch = int(meta["epoch"])
         if epoch in manager.all_steps():  # a step left over from before a fallback: this one supersedes it
             manager.delete(epoch)
-        args = ocp.args.Composite(state=ocp.args.PyTreeSave(_to_saveable(state)), meta=ocp.args.JsonSave(meta))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            manager.save(epoch, args=args, force=True)
-        manager.wait_until_finished()
-        _write_checksums(os.path.join(checkpoint_dir(self.run_dir, kind), str(epoch)))
+        saveable = _to_saveable(state)
+        args = ocp.args.Composite(state=ocp.args.PyTreeSave(saveable), meta=ocp.args.JsonSave(meta))
+        step_dir = os.path.join(checkpoint_dir(self.run_dir, kind), str(epoch))
+        absl = logging.getLogger("absl")
+        level = absl.level
+        # orbax's writer threads log their failures with a traceback before the save raises; the save's own error
+        # is what is reported (one line for a full disk), so those logs are held back.
+        absl.setLevel(logging.CRITICAL)
+        _quiet_failed_io()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                manager.save(epoch, args=args, force=True)
+            manager.wait_until_finished()
+            _write_checksums(step_dir)
+        except Exception as e:  # noqa: BLE001 -- only a full disk is translated; anything else goes on up
+            if not out_of_space(e):
+                raise
+            self._discard(kind, epoch)
+            needed = sum(x.nbytes for x in jax.tree.leaves(saveable)) + len(json.dumps(meta))
+            kept = [f"{k}/{e}" for k, e in candidates(self.run_dir)]
+            raise DiskFullError(
+                f"no space left on the device of {checkpoint_dir(self.run_dir, kind)} while saving checkpoint "
+                f"{kind}/{epoch}: it needs about {size_text(needed)}, {size_text(free_bytes(self.run_dir))} is "
+                f"free; the earlier checkpoints are intact ({', '.join(kept) or 'none yet'})"
+            ) from None
+        finally:
+            absl.setLevel(level)
+
+    def _discard(self, kind: str, epoch: int) -> None:
+        """Removes what an unfinished save of ``kind/epoch`` left: orbax's temporary folder, or a step renamed into
+        place whose checksums could not be written; and drops the manager, whose view of the steps is stale."""
+        manager = self._managers.pop(kind)
+        try:
+            manager.close()
+        except Exception:  # noqa: BLE001 -- closing after a failed write may fail the same way
+            pass
+        folder = checkpoint_dir(self.run_dir, kind)
+        for name in os.listdir(folder) if os.path.isdir(folder) else []:
+            if name == str(epoch) or name.startswith(f"{epoch}.orbax-checkpoint-tmp"):
+                shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
 
     def close(self) -> None:
         for manager in self._managers.values():
@@ -213,12 +292,60 @@ def verify(step_dir: str) -> None:
             raise CheckpointError(f"file {name} fails its CRC-32 check")
 
 
+class IncompatibleCheckpointError(CheckpointError):
+    """A readable checkpoint whose arrays do not fit the state its run's config builds (an edited ``config.yaml``, or
+    a run written by another herjax version); every step of the run is then the same, so none is tried."""
+
+
+def _leaf_name(path: tuple) -> str:
+    """A state leaf's dotted name, as orbax names the arrays it saves (``agent.obs_stats.sum``)."""
+    part = lambda k: str(getattr(k, "name", getattr(k, "key", getattr(k, "idx", k))))
+    return ".".join(part(k) for k in path)
+
+
+def _check_fits(state_dir: str, abstract: Any, where: str) -> None:
+    """Raises ``IncompatibleCheckpointError`` naming the first differences between the arrays saved in
+    ``state_dir`` and those of ``abstract`` (missing or extra arrays, other shapes or dtypes). Metadata that cannot
+    be read says nothing here: reading the step will fail and report it."""
+    import orbax.checkpoint as ocp
+
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)  # orbax warns that steps written without its optional step metadata lack it
+    try:
+        with ocp.PyTreeCheckpointer() as checkpointer:
+            saved_tree = checkpointer.metadata(state_dir).item_metadata.tree
+        saved = {leaf.name: (tuple(leaf.shape), str(leaf.dtype)) for leaf in jax.tree.leaves(saved_tree)}
+    except Exception:  # noqa: BLE001 -- unreadable metadata is a damaged step, handled by the read itself
+        return
+    finally:
+        absl.setLevel(level)
+    wanted = {
+        _leaf_name(path): (tuple(leaf.shape), str(leaf.dtype))
+        for path, leaf in jax.tree_util.tree_flatten_with_path(jax.eval_shape(_to_saveable, abstract))[0]
+    }
+    show = lambda shape_dtype: f"{shape_dtype[1]}{list(shape_dtype[0])}"
+    differences = [
+        f"{name} is {show(saved[name])} there but {show(wanted[name])} here"
+        for name in wanted if name in saved and saved[name] != wanted[name]
+    ]
+    differences += [f"{name} is missing" for name in wanted if name not in saved]
+    differences += [f"it has an extra array {name}" for name in saved if name not in wanted]
+    if differences:
+        more = f" (and {len(differences) - 2} more)" if len(differences) > 2 else ""
+        raise IncompatibleCheckpointError(
+            f"checkpoint {where} does not fit the state that the run's config.yaml builds (was config.yaml edited, or "
+            f"the run written by another herjax version?): {'; '.join(differences[:2])}{more}"
+        )
+
+
 def _restore_step(run_dir: str, kind: str, step: int, abstract: Any) -> tuple[Any, dict]:
     import orbax.checkpoint as ocp
 
     _quiet_orbax()
     path = os.path.abspath(os.path.join(checkpoint_dir(run_dir, kind), str(step)))
     verify(path)
+    _check_fits(os.path.join(path, "state"), abstract, f"{kind}/{step}")
     # Plain checkpointers, not a manager: a manager closed after a failed read leaves asyncio noise on stderr.
     with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as checkpointer:
         meta = dict(checkpointer.restore(os.path.join(path, "meta"), args=ocp.args.JsonRestore()))
@@ -237,34 +364,38 @@ def _restore_step(run_dir: str, kind: str, step: int, abstract: Any) -> tuple[An
 
 
 class _DropOrphanedReads(logging.Filter):
-    """Drops asyncio's "Task exception was never retrieved" for orbax's reads of a step that failed to restore."""
+    """Drops asyncio's "Task exception was never retrieved" for orbax's reads or writes of a failed step."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         orphan = message.startswith(("Task exception was never retrieved", "Future exception was never retrieved"))
-        return not (orphan and any(word in message for word in ("async_deserialize", "tensorstore", "zarr")))
+        return not (orphan and any(word in message for word in ("async_deserialize", "async_serialize", "tensorstore", "zarr")))
 
 
-def _quiet_failed_restore() -> None:
-    """Silences the aftermath of a step that failed to restore (the failure itself is reported as one line).
+def _quiet_failed_io() -> None:
+    """Silences the aftermath of a step that failed to restore or save (the failure itself is reported as one line).
 
-    When one array of a step cannot be read, orbax abandons the step's other reads: each later reaches the
-    ``asyncio`` logger as "Task (or Future) exception was never retrieved" with a long traceback, or raises
-    ``RuntimeError('Event loop is closed')`` from a tensorstore thread into ``sys.unraisablehook``, long after
-    the failure was handled. Drop exactly those two; everything else goes through.
+    When one array of a step cannot be read or written, orbax abandons the step's other operations: each later
+    reaches the ``asyncio`` logger as "Task (or Future) exception was never retrieved" with a long traceback, or
+    raises ``RuntimeError('Event loop is closed')`` from a tensorstore thread into ``sys.unraisablehook`` or
+    ``sys.excepthook``, while or long after the failure is handled. Drop exactly those; everything else goes
+    through. Installed once, before the first read or write.
     """
-    previous = sys.unraisablehook
-    if getattr(previous, "_herjax_filter", False):
+    if getattr(sys.unraisablehook, "_herjax_filter", False):
         return
+    closed_loop = lambda value: isinstance(value, RuntimeError) and str(value) == "Event loop is closed"
+    previous_unraisable, previous_except = sys.unraisablehook, sys.excepthook
 
-    def hook(unraisable: Any) -> None:
-        value = unraisable.exc_value
-        if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
-            return
-        previous(unraisable)
+    def unraisable_hook(unraisable: Any) -> None:
+        if not closed_loop(unraisable.exc_value):
+            previous_unraisable(unraisable)
 
-    hook._herjax_filter = True  # type: ignore[attr-defined]
-    sys.unraisablehook = hook
+    def except_hook(kind: type, value: BaseException, traceback: Any) -> None:
+        if not closed_loop(value):
+            previous_except(kind, value, traceback)
+
+    unraisable_hook._herjax_filter = True  # type: ignore[attr-defined]
+    sys.unraisablehook, sys.excepthook = unraisable_hook, except_hook
     logging.getLogger("asyncio").addFilter(_DropOrphanedReads())
 
 
@@ -298,10 +429,12 @@ def restore(
         ``(state, meta, "kind/epoch")``. Raises ``CheckpointError`` if none reads back.
     """
     tried = []
-    _quiet_failed_restore()  # before the first read: the noise of a failed one can come at any time after it
+    _quiet_failed_io()  # before the first read: the noise of a failed one can come at any time after it
     for kind, step in candidates(run_dir, kinds):
         try:
             state, meta = _restore_step(run_dir, kind, step, abstract)
+        except IncompatibleCheckpointError:
+            raise
         except Exception as e:  # noqa: BLE001 -- any failure to read a step means: try the one before it
             tried.append(f"{kind}/{step}")
             if warn is not None:

@@ -35,6 +35,8 @@ def progress_line(
         parts.append(f"train success {row['train/success_rate']:.3f}")
     if "test/mean_Q" in row:
         parts.append(f"test Q {row['test/mean_Q']:7.3f}")
+    if row.get("train/env_resets_nonfinite", 0) > 0:
+        parts.append(f"non-finite env resets {int(row['train/env_resets_nonfinite'])}")
     eta = "0 s" if int(row["epoch"]) >= n_epochs else ("< " if bound else "") + duration(eta_s)
     parts += [f"{duration(row['wall_s'])} so far", f"ETA {eta}"]
     return " | ".join(parts)

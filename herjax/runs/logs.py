@@ -8,6 +8,7 @@ import io
 import os
 from typing import Any, Optional, Sequence
 
+from herjax.runs.checkpoint import DiskFullError, free_bytes, out_of_space, size_text
 from herjax.runs.lock import RunDirError
 
 PROGRESS_COLUMNS = ("epoch", "env_steps", "wall_s", "epoch_s", "steps_per_s")  # then the trainer's epoch_metrics
@@ -33,10 +34,21 @@ def make_run_dir(path: str) -> str:
 
 
 def write_atomic(path: str, text: str) -> None:
+    """Replaces ``path`` with ``text`` at once (a temporary file, then a rename): a failed write leaves the old
+    file. A full disk raises ``DiskFullError`` (one line, with the bytes the file needed)."""
     tmp = f"{path}.tmp"
-    with open(tmp, "w", newline="") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        if not out_of_space(e):
+            raise
+        raise DiskFullError(f"no space left on the device of {path}: writing it needs {size_text(len(text.encode()))}"
+                            f", {size_text(free_bytes(path))} is free; the previous {os.path.basename(path)} is "
+                            "intact") from None
 
 
 def write_progress(path: str, columns: Sequence[str], history: list[dict]) -> None:

@@ -49,7 +49,9 @@ def init(size: int, dtype: jnp.dtype = jnp.float32) -> NormalizerState:
     )
 
 
-def update(state: NormalizerState, x: chex.Array, axis_name: Optional[str] = None) -> NormalizerState:
+def update(
+    state: NormalizerState, x: chex.Array, axis_name: Optional[str] = None, mask: Optional[chex.Array] = None
+) -> NormalizerState:
     """Adds samples to the statistics.
 
     Args:
@@ -60,6 +62,8 @@ def update(state: NormalizerState, x: chex.Array, axis_name: Optional[str] = Non
             device along this axis are added (their sums are summed), so the
             statistics equal those of one device holding all of them
             (baselines pools its workers' statistics the same way).
+        mask: optional ``[...]`` bool over the samples (``x``'s leading dimensions): only samples where it is
+            True are added, e.g. to leave out those of dropped episodes. ``None`` adds every sample.
 
     Returns:
         Updated statistics.
@@ -67,8 +71,13 @@ def update(state: NormalizerState, x: chex.Array, axis_name: Optional[str] = Non
     size = state.sum.shape[-1]
     chex.assert_axis_dimension(x, -1, size)
     x = jnp.reshape(x, (-1, size)).astype(state.sum.dtype)
+    if mask is None:
+        count = psum(x.shape[0], axis_name)
+    else:
+        mask = jnp.reshape(mask, (-1,))
+        x = jnp.where(mask[:, None], x, 0.0)  # a select, so a masked-out NaN cannot leak in as 0 * NaN would
+        count = psum(jnp.sum(mask, dtype=state.count.dtype), axis_name)
     added = psum((jnp.sum(x, axis=0), jnp.sum(jnp.square(x), axis=0)), axis_name)
-    count = psum(x.shape[0], axis_name)
     return NormalizerState(
         sum=state.sum + added[0],
         sumsq=state.sumsq + added[1],
@@ -147,9 +156,11 @@ def update_inputs(
     *,
     clip_obs: float,
     axis_name: Optional[str] = None,
+    mask: Optional[jax.Array] = None,
 ) -> tuple[NormalizerState, NormalizerState]:
     """Adds clipped raw ``obs [..., obs_dim]`` and ``goal [..., goal_dim]`` to their statistics (of every device
-    along ``axis_name``): the normaliser step of every agent."""
+    along ``axis_name``; only the samples where ``mask [...]`` is True, if given): the normaliser step of every
+    agent."""
     obs = jnp.clip(obs, -clip_obs, clip_obs)
     goal = jnp.clip(goal, -clip_obs, clip_obs)
-    return update(obs_stats, obs, axis_name), update(goal_stats, goal, axis_name)
+    return update(obs_stats, obs, axis_name, mask), update(goal_stats, goal, axis_name, mask)

@@ -235,14 +235,15 @@ def make_ddpg(cfg: DDPGConfig, *, obs_dim: int, goal_dim: int, act_dim: int, hor
         return state.replace(actor=soft_update(state.actor, cfg.polyak), critic=soft_update(state.critic, cfg.polyak))
 
     def update_normalizer(
-        state: DDPGState, obs: jax.Array, goal: jax.Array, axis_name: Optional[str] = None
+        state: DDPGState, obs: jax.Array, goal: jax.Array, axis_name: Optional[str] = None,
+        mask: Optional[jax.Array] = None,
     ) -> DDPGState:
         """Adds clipped raw ``obs [..., obs_dim]`` and ``goal [..., goal_dim]`` to the statistics (baselines feeds
         HER-resampled transitions of the episodes just stored, so the goals reflect relabelling)."""
         chex.assert_axis_dimension(obs, -1, obs_dim)
         chex.assert_axis_dimension(goal, -1, goal_dim)
         obs_stats, goal_stats = normalizer.update_inputs(
-            state.obs_stats, state.goal_stats, obs, goal, clip_obs=cfg.clip_obs, axis_name=axis_name
+            state.obs_stats, state.goal_stats, obs, goal, clip_obs=cfg.clip_obs, axis_name=axis_name, mask=mask
         )
         return state.replace(obs_stats=obs_stats, goal_stats=goal_stats)
 

@@ -288,10 +288,11 @@ def make_ppo(
         return state, metrics
 
     def update_normalizer(
-        state: PPOState, obs: jax.Array, goal: jax.Array, axis_name: Optional[str] = None
+        state: PPOState, obs: jax.Array, goal: jax.Array, axis_name: Optional[str] = None,
+        mask: Optional[jax.Array] = None,
     ) -> PPOState:
         obs_stats, goal_stats = normalizer.update_inputs(
-            state.obs_stats, state.goal_stats, obs, goal, clip_obs=cfg.clip_obs, axis_name=axis_name
+            state.obs_stats, state.goal_stats, obs, goal, clip_obs=cfg.clip_obs, axis_name=axis_name, mask=mask
         )
         return state.replace(obs_stats=obs_stats, goal_stats=goal_stats)
 

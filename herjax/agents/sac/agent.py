@@ -287,12 +287,13 @@ def make_sac(cfg: SACConfig, *, obs_dim: int, goal_dim: int, act_dim: int, horiz
         return normalizer.summary(state.obs_stats, state.goal_stats, cfg.norm_eps)
 
     def update_normalizer(
-        state: SACState, obs: jax.Array, goal: jax.Array, axis_name: Optional[str] = None
+        state: SACState, obs: jax.Array, goal: jax.Array, axis_name: Optional[str] = None,
+        mask: Optional[jax.Array] = None,
     ) -> SACState:
         """Adds clipped raw ``obs [..., obs_dim]`` and ``goal [..., goal_dim]`` to the statistics, as DDPG does."""
         chex.assert_shape([obs, goal], [(..., obs_dim), (..., goal_dim)])
         obs_stats, goal_stats = normalizer.update_inputs(state.obs_stats, state.goal_stats, obs, goal,
-                                                         clip_obs=cfg.clip_obs, axis_name=axis_name)
+                                                         clip_obs=cfg.clip_obs, axis_name=axis_name, mask=mask)
         return state.replace(obs_stats=obs_stats, goal_stats=goal_stats)
 
     return OffPolicyAgent(
