@@ -1,5 +1,8 @@
-"""Faults that must lose nothing: one writer per run directory, and run directories that cannot be used get one
-line and exit code 2, before anything is built."""
+"""Faults that must lose nothing (issue 13): one writer per run directory; run directories, progress files and video
+paths that cannot be used get one line and exit code 2, before anything is built; a diverged epoch is never
+saved; NaN physics never reaches the buffer, the normaliser or an update; a full disk keeps the earlier
+checkpoints; a checkpoint that does not fit its config is one line; and (slow) kill -9 at 20 random moments with
+resumes equals an uninterrupted run bit for bit."""
 
 import os
 import signal
@@ -274,3 +277,16 @@ def test_a_checkpoint_that_does_not_fit_the_config_gets_one_line_naming_the_diff
     proc = subprocess.run([sys.executable, "-m", "herjax.play", f"run={run_dir}", "episodes=1"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "does not fit" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.slow
+def test_kill_9_at_20_random_moments_then_resume_equals_an_uninterrupted_run(tmp_path):
+    """``kill -9`` at 20 random moments (start-up, compilation, epochs, saves), each followed by ``resume=``: the
+    run ends with a contiguous progress.csv and a final state bit-identical to an uninterrupted run's (CPU).
+    ``benchmarks/faults.py`` runs the same and records the counts."""
+    sys.path.insert(0, REPO)
+    from benchmarks.faults import kills
+
+    result = kills(20, seed=0, workdir=str(tmp_path), log=lambda line: None)
+    assert result["progress_contiguous"] and result["progress_bit_identical"], result
+    assert result["final_state_bit_identical"] and result["kills_survived"] == 20, result
