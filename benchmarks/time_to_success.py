@@ -1,7 +1,7 @@
 """Env steps and wall-clock time to the first epoch whose test success rate reaches a threshold.
 
-Runs ``herjax.train.train`` (baselines defaults, ``scale=single``: one worker, 2 envs, batch 256) for each env
-and seed, stopping at the first epoch with test success >= ``--threshold`` or when a budget (env steps or wall
+Runs ``herjax.train.train`` (the defaults: ``scale=auto``, each task's recipe; ``--set scale=single`` for one
+baselines worker) for each env and seed, stopping at the first epoch with test success >= ``--threshold`` or when a budget (env steps or wall
 seconds) is spent. Reports per seed and the median over seeds, with machine info, into a JSON file; results for
 envs already in that file and not run now are kept.
 

@@ -23,6 +23,8 @@ are ``total_env_steps`` and ``run_dir``. The resolved config is what a run write
 
 * ``single`` (default): one baselines worker, ``num_envs 2`` (rollout_batch_size), ``<alg>.batch_size 256``,
   ``<alg>.buffer_size 1e6``.
+* ``workersN`` (``workers8``, ...): N baselines workers on one device, ``num_envs 2N``, ``batch_size 256N``,
+  ``buffer_size N * 1e6`` (each worker keeps its own buffer).
 * ``paper``: the single-device equivalent of the paper's 19 MPI workers (Plappert et al. 2018): 19 workers x
   2 rollouts = ``num_envs 38`` episodes a cycle; their averaged gradients over 19 x 256 samples = one gradient
   of ``batch_size 4864``; and their 19 buffers of 1e6 transitions each = ``buffer_size 19e6`` (each worker keeps
@@ -49,13 +51,34 @@ from herjax.envs import names as env_names
 ALGS = tuple(algs_lib.names())
 # Keys that steer a run without changing what it computes: ``resume=`` may change them, ``herjax.plot`` ignores
 # them (and ``seed``, ``run_dir``) when it groups runs of one config.
-RUN_CONTROL_KEYS = ("total_env_steps", "stop_success", "save_every", "keep_every")
+RUN_CONTROL_KEYS = ("total_env_steps", "stop_success", "save_every", "keep_every", "compile_cache")
 BACKENDS = ("auto", "mujoco", "mjx")
 HORIZON = 50  # Fetch episodes; sizes are validated against it before an env is built
 SCALES = {
     "single": {},
     "paper": {"num_envs": 38, "{section}.batch_size": 4864, "{section}.buffer_size": 19_000_000},
 }
+MAX_WORKERS = 256
+
+
+def scale_names() -> tuple[str, ...]:
+    return (*SCALES, f"workers1..workers{MAX_WORKERS}")
+
+
+def scale_preset(scale: str) -> dict[str, Any]:
+    """The overrides ``scale`` stands for (keys with ``{section}`` for the algorithm's section).
+
+    ``workersN`` is N baselines workers on one device: ``num_envs 2N``, ``batch_size 256N`` (their averaged
+    gradients are one gradient of the pooled batch) and ``buffer_size N * 1e6`` (each worker keeps its own);
+    ``paper`` is ``workers19``. Raises ``ConfigError`` for an unknown scale.
+    """
+    if scale in SCALES:
+        return dict(SCALES[scale])
+    digits = scale[len("workers"):] if scale.startswith("workers") else ""
+    if digits.isdigit() and 1 <= int(digits) <= MAX_WORKERS and digits == str(int(digits)):
+        n = int(digits)
+        return {"num_envs": 2 * n, "{section}.batch_size": 256 * n, "{section}.buffer_size": 1_000_000 * n}
+    raise ConfigError(f"bad value {scale!r} for scale: valid: {', '.join(scale_names())}")
 
 
 FAMILY_DEFAULTS = {
@@ -86,7 +109,7 @@ class TrainConfig:
     Attributes:
         env: env name, see ``herjax.envs.names()``.
         alg: algorithm, see ``herjax.algs.names()``; its hyper-parameters are the section it names.
-        scale: preset, ``single`` or ``paper`` (see the module docstring); applied by ``load``.
+        scale: preset, ``single``, ``paper`` or ``workersN`` (see the module docstring); applied by ``load``.
         seed: seed of the run's PRNG key.
         total_env_steps: env-step budget; the run does ``ceil(total_env_steps / steps_per_epoch)`` epochs.
             ``None``: per env and family (``FAMILY_DEFAULTS``).
@@ -102,6 +125,9 @@ class TrainConfig:
             on SIGINT/SIGTERM).
         keep_every: also keep a permanent checkpoint every this many epochs (``checkpoints/periodic``);
             ``None``: none.
+        compile_cache: keep JAX's compiled programs on disk (``herjax.train.compile_cache_dir()``: the folder of
+            ``HERJAX_CACHE_DIR``, else ``$XDG_CACHE_HOME/herjax/jax`` or ``~/.cache/herjax/jax``), so that a
+            second run of the same config skips compilation.
         ddpg: ``alg=ddpg_her``'s hyper-parameters.
         td3: ``alg=td3_her``'s hyper-parameters.
         sac: ``alg=sac_her``'s hyper-parameters.
@@ -122,6 +148,7 @@ class TrainConfig:
     stop_success: Optional[float] = None
     save_every: int = 1
     keep_every: Optional[int] = None
+    compile_cache: bool = True
     ddpg: DDPGConfig = dataclasses.field(default_factory=DDPGConfig)
     td3: TD3Config = dataclasses.field(default_factory=TD3Config)
     sac: SACConfig = dataclasses.field(default_factory=SACConfig)
@@ -204,7 +231,7 @@ def _check_types_and_choices(cfg: TrainConfig) -> None:
     if cfg.env not in envs:
         raise ConfigError(f"unknown env {cfg.env!r}{suggest(cfg.env, envs)}; valid envs: {', '.join(envs)}")
     choice("alg", cfg.alg, ALGS)
-    choice("scale", cfg.scale, tuple(SCALES))
+    scale_preset(cfg.scale)
     choice("backend", cfg.backend, BACKENDS)
 
 
@@ -383,12 +410,13 @@ def parse_overrides(
     for key, value in pairs:
         if key == "scale":
             scale = value
-    choice("scale", scale, tuple(SCALES))
+    preset_items = scale_preset(scale).items()
 
     schema = OmegaConf.structured(_schema(TrainConfig))
     if base is not None:
         schema = OmegaConf.merge(schema, _to_container(base))
-    preset = [f"{k.format(section=active)}={v}" for k, v in SCALES[scale].items()] if apply_scale and active else []
+    family = algs_lib.get(alg).family if alg in algs_lib.REGISTRY else None
+    preset = [f"{k.format(section=active)}={v}" for k, v in preset_items] if apply_scale and family == "off_policy" else []
     merged = schema
     for key, value in [tuple(p.split("=", 1)) for p in preset] + pairs:
         try:

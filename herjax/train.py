@@ -21,12 +21,16 @@ status line also counts the running epoch's seconds).
 
 **Resume.** ``resume=<run_dir>`` restores the newest readable checkpoint (whole training state and the host's
 history) and goes on in the same directory, appending to ``progress.csv``. Only ``total_env_steps``,
-``stop_success``, ``save_every`` and ``keep_every`` may change on resume. On the CPU the resumed run's rows equal
+``stop_success``, ``save_every``, ``keep_every`` and ``compile_cache`` may change on resume. On the CPU the resumed run's rows equal
 those of an uninterrupted run bit for bit.
 
 **Signals.** SIGINT (Ctrl-C) or SIGTERM lets the running epoch finish, saves ``latest``, prints the resume
 command and exits with status 130 (SIGINT) or 143 (SIGTERM). A second signal quits at once; the last saved
 ``latest`` is then what a resume starts from.
+
+**Compile cache.** ``compile_cache=true`` (the default) keeps JAX's compiled programs in ``compile_cache_dir()``
+(``~/.cache/herjax/jax``; ``HERJAX_CACHE_DIR`` moves it), so a second run of a config skips compiling what
+JAX can cache. ``compile_cache=false`` turns it off.
 
 **One writer per run directory.** A run holds ``<run_dir>/.herjax.lock`` while it trains or resumes; a second
 run on the same directory is refused (naming the holding process), and the lock of a killed run is taken over.
@@ -140,6 +144,33 @@ class _Start:
 
     def __init__(self, state: Any, history: list, wall_s: float, best: Optional[float], resumed_from: Optional[str]):
         self.state, self.history, self.wall_s, self.best, self.resumed_from = state, history, wall_s, best, resumed_from
+
+
+def compile_cache_dir() -> str:
+    """Where ``compile_cache=true`` keeps compiled programs: ``$HERJAX_CACHE_DIR``, else ``$XDG_CACHE_HOME/herjax/jax``
+    (``~/.cache/herjax/jax``)."""
+    if os.environ.get("HERJAX_CACHE_DIR"):
+        return os.path.abspath(os.path.expanduser(os.environ["HERJAX_CACHE_DIR"]))
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "herjax", "jax")
+
+
+def _enable_compile_cache(console: console_lib.Console) -> None:
+    """Points JAX's persistent compilation cache at ``compile_cache_dir()`` unless the process already chose one. It
+    takes effect for programs compiled from then on; JAX decides once per process whether the cache is used, so a
+    process that compiled before its first run keeps its choice."""
+    import jax
+
+    if jax.config.jax_compilation_cache_dir:
+        return
+    path = compile_cache_dir()
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        console.line(f"herjax.train: warning: no compile cache ({path}: {e.strerror}); set HERJAX_CACHE_DIR or "
+                     "compile_cache=false")
+        return
+    jax.config.update("jax_compilation_cache_dir", path)
 
 
 def _build(cfg: TrainConfig, trainer: Any) -> Any:
@@ -281,6 +312,8 @@ def _run(cfg: TrainConfig, resume: Optional[str], trainer: Any, log: Optional[Ca
     if stale_lock:
         console.line(f"herjax.train: took over the lock of {cfg.run_dir} left by process {stale_lock.get('pid')} "
                      f"on {stale_lock.get('host')}, which is no longer running")
+    if cfg.compile_cache:
+        _enable_compile_cache(console)
     trainer = _build(cfg, trainer)
     per_epoch = trainer.steps_per_epoch
     total_epochs = -(-cfg.total_env_steps // per_epoch)
@@ -384,7 +417,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if any(a in ("-h", "--help") for a in argv):
         text = (__doc__.split("\n\n")[0] + "\n\nusage: python -m herjax.train [key=value ...]\n"
                 "       python -m herjax.train resume=RUN_DIR [total_env_steps=N stop_success=X save_every=N "
-                "keep_every=N]\n\n" + config_lib.usage())
+                "keep_every=N compile_cache=B]\n\n" + config_lib.usage())
         try:
             print(text, flush=True)
         except BrokenPipeError:  # e.g. piped into head

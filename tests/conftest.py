@@ -1,7 +1,14 @@
 """Session fixtures shared by several test modules: the real training runs, each trained once per session."""
 
+import os
+import tempfile
+
 import jax
 import pytest
+
+# The compile cache (on by default) goes to a folder of this session, not the user's ~/.cache, so no test reads a
+# program another session compiled; subprocesses inherit it.
+os.environ.setdefault("HERJAX_CACHE_DIR", tempfile.mkdtemp(prefix="herjax-test-cache-"))
 
 import herjax  # noqa: F401  (XLA flag before any JAX computation)
 from herjax import config, envs, loops

@@ -231,6 +231,26 @@ def test_resume_does_not_reapply_the_scale_preset():
     assert (cfg.num_envs, cfg.ddpg.batch_size, cfg.total_env_steps) == (38, 512, 5000)
 
 
+def test_scale_presets_workers_and_their_errors():
+    """``workersN`` scales one worker's envs, batch and buffer by N (``paper`` is ``workers19``), for every
+    off-policy algorithm; overrides win; PPO takes none."""
+    from herjax import config as config_lib
+    from herjax.checks import ConfigError
+
+    sizes = lambda cfg: (cfg.num_envs, cfg.section.batch_size, cfg.section.buffer_size)
+    load = lambda *args: config_lib.load([*args, "run_dir=r"])
+    assert sizes(load("env=fetch_push")) == (2, 256, 1_000_000)
+    assert sizes(load("env=fetch_slide", "scale=workers8")) == (16, 2048, 8_000_000)
+    assert sizes(load("alg=td3_her", "scale=workers2")) == (4, 512, 2_000_000)
+    assert sizes(load("scale=workers19")) == sizes(load("scale=paper")) == (38, 4864, 19_000_000)
+    assert sizes(load("scale=workers8", "ddpg.buffer_size=1000000")) == (16, 2048, 1_000_000)
+    with pytest.raises(ConfigError, match="alg=ppo has no scale presets"):
+        load("alg=ppo", "scale=workers2")
+    for bad in ("workers0", "workers08", "workers", "workers257", "huge"):
+        with pytest.raises(ConfigError, match=f"bad value '{bad}' for scale: valid: single, paper, workers1"):
+            load(f"scale={bad}")
+
+
 def test_resume_skips_an_unfinished_and_a_corrupt_checkpoint(small_reference, tmp_path):
     """A kill during a save leaves a temporary folder, which is never a step; a damaged newest step is skipped
     with a warning and the run goes on from the one before it, with the same rows in the end."""
@@ -409,3 +429,22 @@ def test_exported_policy_succeeds_in_the_original_env(reach_run):
     np.testing.assert_allclose(policy(single), policy(obs)[0], rtol=1e-5, atol=1e-6)
     out = reference.rollout_original("reach", policy, n_episodes=50, seed=1000)  # FetchReach-v4, 50 steps each
     assert out["is_success"].mean() >= 0.9, out["is_success"]
+
+
+def test_compile_cache_is_on_by_default_in_its_own_folder_and_can_be_turned_off(tmp_path):
+    """A run keeps JAX's compiled programs in HERJAX_CACHE_DIR (the C engine's epoch, with its host callback, is
+    not cacheable by JAX; smaller programs are); ``compile_cache=false`` writes nothing there; and it is a
+    run-control key, so a resume may change it."""
+    from herjax import config as config_lib
+    from herjax.train import compile_cache_dir
+
+    args = [sys.executable, "-m", "herjax.train", "n_cycles=1", "ddpg.n_batches=1", "ddpg.batch_size=32",
+            "ddpg.hidden=[16]", "ddpg.buffer_size=5000", "n_test_episodes=2", "total_env_steps=100"]
+    for flag, cache in (("compile_cache=true", tmp_path / "on"), ("compile_cache=false", tmp_path / "off")):
+        env = dict(os.environ, HERJAX_CACHE_DIR=str(cache))
+        proc = subprocess.run([*args, flag, f"run_dir={tmp_path / flag}"], env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr
+    assert os.listdir(tmp_path / "on") and not (tmp_path / "off").exists()
+    assert "compile_cache" in config_lib.RUN_CONTROL_KEYS
+    assert compile_cache_dir() == os.path.abspath(os.environ["HERJAX_CACHE_DIR"])

@@ -1,0 +1,148 @@
+"""The whole GPU check in one command: dependencies, MJX throughput and time-to-success, into one JSON file.
+
+On a lent device machine (one ``run`` call of under 10 minutes; the wheels carried in ``.whl``, see
+``/work/.library/device/README.md`` and REFERENCE §3)::
+
+    python3 benchmarks/gpu_check.py --wheels .whl --out $OUT/gpu_check.json
+
+On your own GPU (with ``pip install -e .`` done, nothing to install)::
+
+    python benchmarks/gpu_check.py --out benchmarks/results/gpu_check_<gpu>.json
+
+On a CPU, as a smoke test of the script itself (tiny sizes and budgets, the C engine)::
+
+    python benchmarks/gpu_check.py --tiny --out /tmp/gpu_check.json
+
+Steps, each recorded as it ends (a step that fails is recorded with its error and the next one runs):
+
+1. **Dependencies.** If ``mujoco`` or ``mujoco.mjx`` cannot be imported and ``--wheels`` names a folder, its wheels
+   are installed into ``/tmp/herjax-site`` (``pip --no-index --no-deps --target``) and the script starts again
+   with that folder on ``PYTHONPATH``.
+2. **Throughput.** MJX FetchPush env steps/s (random actions, 20 substeps each) at 1,024, 4,096 and 16,384 envs.
+3. **Time to success.** FetchPush, then FetchPickAndPlace and FetchSlide while the budget lasts, on the accelerator
+   recipe (``ACCELERATOR_RECIPE``), to test success >= 0.9 (Slide: 0.7, its published plateau).
+
+The JSON holds the machine (device name included), every step's figures and the recipe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+SITE = "/tmp/herjax-site"
+
+# The candidate accelerator recipe: DDPG+HER with HER's future relabelling and sparse rewards, 1,024 envs on one
+# device and a batch and update count scaled with them (1 cycle an epoch, so that the test success is seen every
+# 51,200 env steps). Not yet measured on a GPU: this check is what measures it.
+ACCELERATOR_RECIPE = ["backend=mjx", "num_envs=1024", "n_cycles=1", "ddpg.n_batches=50", "ddpg.batch_size=8192",
+                      "ddpg.buffer_size=5000000", "n_test_episodes=1024"]
+TINY_RECIPE = ["backend=mujoco", "num_envs=2", "n_cycles=2", "ddpg.n_batches=2", "ddpg.batch_size=32",
+               "ddpg.hidden=[16]", "ddpg.buffer_size=5000", "n_test_episodes=2"]
+TASKS = (("fetch_push", 0.9), ("fetch_pick_and_place", 0.9), ("fetch_slide", 0.7))
+
+
+def _missing_physics() -> bool:
+    return importlib.util.find_spec("mujoco") is None or importlib.util.find_spec("mujoco.mjx") is None
+
+
+def ensure_dependencies(wheels: str | None) -> None:
+    """Installs the carried wheels and restarts, if mujoco or MJX is missing (step 1)."""
+    if not _missing_physics() or os.environ.get("HERJAX_GPU_CHECK_INSTALLED") == "1":
+        return
+    if not wheels or not os.path.isdir(wheels):
+        raise SystemExit(f"gpu_check: mujoco or mujoco.mjx is missing and no wheel folder was given (--wheels; "
+                         f"{wheels!r} is not a folder)")
+    found = sorted(os.path.join(wheels, name) for name in os.listdir(wheels) if name.endswith(".whl"))
+    print(f"gpu_check: installing {len(found)} wheels from {wheels} into {SITE}", flush=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+                    "--no-cache-dir", "--upgrade", "--target", SITE, *found], check=True)
+    env = dict(os.environ, HERJAX_GPU_CHECK_INSTALLED="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [SITE, REPO, os.environ.get("PYTHONPATH")])))
+    os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+
+def _step(name: str, results: dict, out: str, fn, *args) -> None:
+    began = time.perf_counter()
+    try:
+        results[name] = fn(*args)
+    except Exception as e:  # noqa: BLE001 -- a failed step is recorded, and the check goes on
+        results[name] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-3000:]}
+        print(f"gpu_check: {name} failed: {type(e).__name__}: {e}", flush=True)
+    results.setdefault("step_s", {})[name] = round(time.perf_counter() - began, 1)
+    _write(results, out)
+
+
+def _write(results: dict, out: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out + ".tmp", "w") as f:
+        json.dump(results, f, indent=1)
+    os.replace(out + ".tmp", out)
+
+
+def throughput(sizes: list[int], steps: int, repeats: int, backend: str) -> list[dict]:
+    from benchmarks.env_throughput import measure
+
+    rows = []
+    for num_envs in sizes:
+        row = measure("push", backend, num_envs, steps, repeats)
+        print(f"gpu_check: {backend} push at {num_envs:,} envs: {row['env_steps_per_s']:,.0f} env steps/s "
+              f"(compile and first call {row['compile_and_first_call_s']:.1f} s)", flush=True)
+        rows.append(row)
+    return rows
+
+
+def time_to_success(recipe: list[str], deadline: float, max_steps: int, tasks=TASKS) -> list[dict]:
+    from benchmarks.time_to_success import run_one
+
+    rows = []
+    for env, threshold in tasks:
+        left = deadline - time.time()
+        if left < 30:
+            rows.append({"env": env, "skipped": f"budget spent ({left:.0f} s left)"})
+            continue
+        row = run_one(env, 0, threshold, max_steps, left, recipe)
+        rows.append({"env": env, "threshold": threshold, "wall_budget_s": round(left), **row})
+        print(f"gpu_check: {env}: reached {row['reached']} at {row['env_steps']} env steps, {row['wall_s']} s",
+              flush=True)
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--wheels", default=None, help="folder of wheels to install if mujoco or MJX is missing")
+    parser.add_argument("--out", default=os.path.join(os.environ.get("OUT", HERE), "gpu_check.json"))
+    parser.add_argument("--budget-s", type=float, default=540.0, help="wall-clock for the whole check")
+    parser.add_argument("--tiny", action="store_true", help="tiny sizes and budgets on the C engine (a CPU test)")
+    args = parser.parse_args(argv)
+    began = time.time()
+    ensure_dependencies(args.wheels)
+    sys.path.insert(0, REPO)
+    from benchmarks.machine import describe
+
+    results: dict = {"machine": describe(), "tiny": args.tiny}
+    results["machine"]["device_name"] = results["machine"]["devices"][0] if results["machine"]["devices"] else None
+    if args.tiny:
+        backend, sizes, steps, repeats, recipe, max_steps = "mujoco", [4, 8], 2, 1, TINY_RECIPE, 400
+    else:
+        backend, sizes, steps, repeats, recipe, max_steps = "mjx", [1024, 4096, 16384], 10, 3, ACCELERATOR_RECIPE, 10**8
+    results["recipe"] = recipe
+    _step("throughput", results, args.out, throughput, sizes, steps, repeats, backend)
+    tasks = TASKS[:1] if args.tiny else TASKS
+    _step("time_to_success", results, args.out, time_to_success, recipe, began + args.budget_s, max_steps, tasks)
+    results["wall_s"] = round(time.time() - began, 1)
+    _write(results, args.out)
+    print(f"gpu_check: wrote {args.out} ({results['wall_s']} s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
