@@ -6,8 +6,10 @@ import tempfile
 import jax
 import pytest
 
-# The compile cache (on by default) goes to a folder of this session, not the user's ~/.cache, so no test reads a
-# program another session compiled; subprocesses inherit it.
+# The compile cache (on by default) is off in the tests: writing every MJX program to disk made the suite slower,
+# and no test should read a program another session compiled. Subprocesses inherit both settings; the test of
+# the cache turns it back on for its own runs.
+os.environ.setdefault("JAX_ENABLE_COMPILATION_CACHE", "false")
 os.environ.setdefault("HERJAX_CACHE_DIR", tempfile.mkdtemp(prefix="herjax-test-cache-"))
 
 import herjax  # noqa: F401  (XLA flag before any JAX computation)
