@@ -416,7 +416,8 @@ def parse_overrides(
     if base is not None:
         schema = OmegaConf.merge(schema, _to_container(base))
     family = algs_lib.get(alg).family if alg in algs_lib.REGISTRY else None
-    preset = [f"{k.format(section=active)}={v}" for k, v in preset_items] if apply_scale and family == "off_policy" else []
+    use_preset = apply_scale and family == "off_policy"
+    preset = [f"{k.format(section=active)}={v}" for k, v in preset_items] if use_preset else []
     merged = schema
     for key, value in [tuple(p.split("=", 1)) for p in preset] + pairs:
         try:

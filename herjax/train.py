@@ -21,8 +21,8 @@ status line also counts the running epoch's seconds).
 
 **Resume.** ``resume=<run_dir>`` restores the newest readable checkpoint (whole training state and the host's
 history) and goes on in the same directory, appending to ``progress.csv``. Only ``total_env_steps``,
-``stop_success``, ``save_every``, ``keep_every`` and ``compile_cache`` may change on resume. On the CPU the resumed run's rows equal
-those of an uninterrupted run bit for bit.
+``stop_success``, ``save_every``, ``keep_every`` and ``compile_cache`` may change on resume. On the CPU the resumed
+run's rows equal those of an uninterrupted run bit for bit.
 
 **Signals.** SIGINT (Ctrl-C) or SIGTERM lets the running epoch finish, saves ``latest``, prints the resume
 command and exits with status 130 (SIGINT) or 143 (SIGTERM). A second signal quits at once; the last saved

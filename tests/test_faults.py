@@ -135,7 +135,9 @@ def test_a_diverged_epoch_stops_the_run_and_is_never_saved(tmp_path, capsys, mon
 
 
 def _all_finite(tree):
-    return all(np.isfinite(np.asarray(x)).all() for x in __import__("jax").tree.leaves(tree)
+    import jax
+
+    return all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(tree)
                if np.issubdtype(np.asarray(x).dtype, np.floating))
 
 

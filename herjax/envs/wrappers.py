@@ -29,12 +29,17 @@ def finite(state: State) -> jax.Array:
     return functools.reduce(jnp.logical_and, per_leaf)
 
 
+def _select(mask: jax.Array, new, old):
+    """Per env: the leaves of ``new`` where ``mask [B]`` is True, else those of ``old`` (a select, so whatever the
+    unselected side holds, NaN included, never reaches the result)."""
+    pick = lambda n, o: jnp.where(mask.reshape((-1,) + (1,) * (o.ndim - 1)), n, o)
+    return jax.tree.map(pick, new, old)
+
+
 def reset_where(env: FetchEnv, mask: jax.Array, state: State, key: jax.Array) -> State:
     """``state`` (a batch of ``B``) with the envs where ``mask [B]`` is True replaced by fresh resets, each from its
     own key drawn from ``key``."""
-    fresh = jax.vmap(env.reset)(jax.random.split(key, mask.shape[0]))
-    pick = lambda new, old: jnp.where(mask.reshape((-1,) + (1,) * (old.ndim - 1)), new, old)
-    return jax.tree.map(pick, fresh, state)
+    return _select(mask, jax.vmap(env.reset)(jax.random.split(key, mask.shape[0])), state)
 
 
 @struct.dataclass
@@ -107,15 +112,15 @@ def vec(env: FetchEnv, num_envs: int) -> VecEnv:
         state = jax.lax.cond(
             jnp.any(truncated), lambda s: reset_where(env, truncated, s, key_reset), lambda s: s, stepped
         )
-        # A broken step's episode ends at its last finite observation (a select: the NaNs are not read).
-        last_finite = lambda old, new: jnp.where(broken.reshape((-1,) + (1,) * (new.ndim - 1)), old, new)
+        # A broken step's episode ends at its last finite observation.
+        final_obs, final_info = _select(broken, (vstate.env.obs, vstate.env.info), (stepped.obs, stepped.info))
         return VecState(
             env=state,
             t=jnp.where(truncated, 0, t),
             key=key,
             truncated=truncated,
-            final_obs=jax.tree.map(last_finite, vstate.env.obs, stepped.obs),
-            final_info=jax.tree.map(last_finite, vstate.env.info, stepped.info),
+            final_obs=final_obs,
+            final_info=final_info,
             nonfinite=broken,
         )
 

@@ -82,7 +82,8 @@ def train_cycle(
     # episodes go first (a stable sort, so without faults nothing moves), then only they are read.
     kept = info.resets == 0
     n_kept = jnp.sum(kept, dtype=jnp.int32)
-    episodes = jax.tree.map(lambda x: x[jnp.argsort(~kept, stable=True)], episodes)
+    kept_first = jnp.argsort(~kept, stable=True)
+    episodes = jax.tree.map(lambda x: x[kept_first], episodes)
     buffer_state = buffer.add(ts.buffer, episodes, n_kept)
     # baselines ``store_episode``: the statistics see the new episodes as the sampler would serve them.
     n_norm = num_envs * env.episode_length

@@ -28,6 +28,7 @@ epochs since the one before it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import json
@@ -76,11 +77,13 @@ def out_of_space(error: BaseException) -> bool:
 
 
 def size_text(n_bytes: float) -> str:
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if n_bytes < 1000 or unit == "GB":
-            return f"{n_bytes:.0f} {unit}" if unit == "bytes" else f"{n_bytes:.1f} {unit}"
+    if n_bytes < 1000:
+        return f"{n_bytes:.0f} bytes"
+    for unit in ("KB", "MB"):
         n_bytes /= 1000
-    raise AssertionError
+        if n_bytes < 1000:
+            return f"{n_bytes:.1f} {unit}"
+    return f"{n_bytes / 1000:.1f} GB"
 
 
 def free_bytes(path: str) -> int:
@@ -140,6 +143,18 @@ def _quiet_orbax() -> None:
     logging.getLogger("absl").setLevel(logging.WARNING)
 
 
+@contextlib.contextmanager
+def _absl_level(level: int):
+    """absl's logger (orbax logs through it) at ``level`` for the block, then back as it was."""
+    absl = logging.getLogger("absl")
+    previous = absl.level
+    absl.setLevel(level)
+    try:
+        yield
+    finally:
+        absl.setLevel(previous)
+
+
 def _manager(run_dir: str, kind: str):
     import orbax.checkpoint as ocp
 
@@ -191,14 +206,11 @@ class Checkpointer:
         saveable = _to_saveable(state)
         args = ocp.args.Composite(state=ocp.args.PyTreeSave(saveable), meta=ocp.args.JsonSave(meta))
         step_dir = os.path.join(checkpoint_dir(self.run_dir, kind), str(epoch))
-        absl = logging.getLogger("absl")
-        level = absl.level
+        _quiet_failed_io()
         # orbax's writer threads log their failures with a traceback before the save raises; the save's own error
         # is what is reported (one line for a full disk), so those logs are held back.
-        absl.setLevel(logging.CRITICAL)
-        _quiet_failed_io()
         try:
-            with warnings.catch_warnings():
+            with _absl_level(logging.CRITICAL), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 manager.save(epoch, args=args, force=True)
             manager.wait_until_finished()
@@ -214,8 +226,6 @@ class Checkpointer:
                 f"{kind}/{epoch}: it needs about {size_text(needed)}, {size_text(free_bytes(self.run_dir))} is "
                 f"free; the earlier checkpoints are intact ({', '.join(kept) or 'none yet'})"
             ) from None
-        finally:
-            absl.setLevel(level)
 
     def _discard(self, kind: str, epoch: int) -> None:
         """Removes what an unfinished save of ``kind/epoch`` left: orbax's temporary folder, or a step renamed into
@@ -303,26 +313,22 @@ def _leaf_name(path: tuple) -> str:
     return ".".join(part(k) for k in path)
 
 
-def _check_fits(state_dir: str, abstract: Any, where: str) -> None:
+def _check_fits(state_dir: str, target: Any, where: str) -> None:
     """Raises ``IncompatibleCheckpointError`` naming the first differences between the arrays saved in
-    ``state_dir`` and those of ``abstract`` (missing or extra arrays, other shapes or dtypes). Metadata that cannot
-    be read says nothing here: reading the step will fail and report it."""
+    ``state_dir`` and those of ``target`` (``_restore_target``: missing or extra arrays, other shapes or dtypes).
+    Metadata that cannot be read says nothing here: reading the step will fail and report it."""
     import orbax.checkpoint as ocp
 
-    absl = logging.getLogger("absl")
-    level = absl.level
-    absl.setLevel(logging.ERROR)  # orbax warns that steps written without its optional step metadata lack it
     try:
-        with ocp.PyTreeCheckpointer() as checkpointer:
+        # ERROR: orbax warns that steps written without its optional step metadata lack it.
+        with _absl_level(logging.ERROR), ocp.PyTreeCheckpointer() as checkpointer:
             saved_tree = checkpointer.metadata(state_dir).item_metadata.tree
         saved = {leaf.name: (tuple(leaf.shape), str(leaf.dtype)) for leaf in jax.tree.leaves(saved_tree)}
     except Exception:  # noqa: BLE001 -- unreadable metadata is a damaged step, handled by the read itself
         return
-    finally:
-        absl.setLevel(level)
     wanted = {
         _leaf_name(path): (tuple(leaf.shape), str(leaf.dtype))
-        for path, leaf in jax.tree_util.tree_flatten_with_path(jax.eval_shape(_to_saveable, abstract))[0]
+        for path, leaf in jax.tree_util.tree_flatten_with_path(target)[0]
     }
     show = lambda shape_dtype: f"{shape_dtype[1]}{list(shape_dtype[0])}"
     differences = [
@@ -345,13 +351,13 @@ def _restore_step(run_dir: str, kind: str, step: int, abstract: Any) -> tuple[An
     _quiet_orbax()
     path = os.path.abspath(os.path.join(checkpoint_dir(run_dir, kind), str(step)))
     verify(path)
-    _check_fits(os.path.join(path, "state"), abstract, f"{kind}/{step}")
+    target = _restore_target(abstract)
+    _check_fits(os.path.join(path, "state"), target, f"{kind}/{step}")
     # Plain checkpointers, not a manager: a manager closed after a failed read leaves asyncio noise on stderr.
     with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as checkpointer:
         meta = dict(checkpointer.restore(os.path.join(path, "meta"), args=ocp.args.JsonRestore()))
     if int(meta.get("epoch", -1)) != step:
         raise CheckpointError(f"{kind}/{step} holds epoch {meta.get('epoch')!r}")
-    target = _restore_target(abstract)
     restore_args = ocp.checkpoint_utils.construct_restore_args(target)
     with ocp.PyTreeCheckpointer() as checkpointer:
         restored = checkpointer.restore(
@@ -369,7 +375,8 @@ class _DropOrphanedReads(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         orphan = message.startswith(("Task exception was never retrieved", "Future exception was never retrieved"))
-        return not (orphan and any(word in message for word in ("async_deserialize", "async_serialize", "tensorstore", "zarr")))
+        words = ("async_deserialize", "async_serialize", "tensorstore", "zarr")
+        return not (orphan and any(word in message for word in words))
 
 
 def _quiet_failed_io() -> None:
