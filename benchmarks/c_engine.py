@@ -61,9 +61,12 @@ def measure(num_envs: int, steps: int, repeats: int) -> dict:
     state0 = np.zeros((num_envs, mujoco.mj_stateSize(m, spec)))
     state0[:, 1: 1 + m.nq] = np.asarray(states.physics.qpos)
     state0[:, 1 + m.nq: 1 + m.nq + m.nv] = np.asarray(states.physics.qvel)
-    control_spec = mujoco.mjtState.mjSTATE_CTRL | mujoco.mjtState.mjSTATE_MOCAP_POS | mujoco.mjtState.mjSTATE_MOCAP_QUAT
-    control = np.concatenate([np.asarray(states.physics.ctrl), np.asarray(states.physics.mocap_pos).reshape(num_envs, -1),
-                              np.asarray(states.physics.mocap_quat).reshape(num_envs, -1)], axis=1)
+    control_spec = (mujoco.mjtState.mjSTATE_CTRL | mujoco.mjtState.mjSTATE_MOCAP_POS
+                    | mujoco.mjtState.mjSTATE_MOCAP_QUAT)
+    phys = states.physics
+    control = np.concatenate(
+        [np.asarray(x).reshape(num_envs, -1) for x in (phys.ctrl, phys.mocap_pos, phys.mocap_quat)], axis=1
+    )
     controls = np.repeat(control[:, None, :], n_sub * steps, axis=1)
     datas = [mujoco.MjData(m) for _ in range(os.cpu_count() or 1)]
 
@@ -96,9 +99,11 @@ def measure(num_envs: int, steps: int, repeats: int) -> dict:
     n = num_envs * steps
     rates = {"raw": _median_rate(raw, n, repeats), "host": _median_rate(host, n, repeats),
              "herjax": _median_rate(herjax_step, n, repeats)}
-    row = {"num_envs": num_envs, "steps_per_call": steps, **{f"{k}_env_steps_per_s": round(v) for k, v in rates.items()},
-           "herjax_over_raw": round(rates["herjax"] / rates["raw"], 3), "host_over_raw": round(rates["host"] / rates["raw"], 3),
-           "herjax_over_host": round(rates["herjax"] / rates["host"], 3)}
+    ratio = lambda a, b: round(rates[a] / rates[b], 3)
+    row = {"num_envs": num_envs, "steps_per_call": steps,
+           **{f"{k}_env_steps_per_s": round(v) for k, v in rates.items()},
+           "herjax_over_raw": ratio("herjax", "raw"), "host_over_raw": ratio("host", "raw"),
+           "herjax_over_host": ratio("herjax", "host")}
     print(json.dumps(row), flush=True)
     return row
 

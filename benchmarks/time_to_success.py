@@ -1,9 +1,9 @@
 """Env steps and wall-clock time to the first epoch whose test success rate reaches a threshold.
 
-Runs ``herjax.train.train`` (the defaults: ``scale=auto``, each task's recipe; ``--set scale=single`` for one
-baselines worker) for each env and seed, stopping at the first epoch with test success >= ``--threshold`` or when a budget (env steps or wall
-seconds) is spent. Reports per seed and the median over seeds, with machine info, into a JSON file; results for
-envs already in that file and not run now are kept.
+Runs ``herjax.train.train`` (the defaults: ``scale=single``, one baselines worker; ``--set KEY=VALUE`` for any
+other config, e.g. ``scale=workers8``) for each env and seed, stopping at the first epoch with test success >=
+``--threshold`` or when a budget (env steps or wall seconds) is spent. Reports per seed and the median over
+seeds, with machine info, into a JSON file; results for envs already in that file and not run now are kept.
 
     python benchmarks/time_to_success.py --envs fetch_reach --seeds 0 1 2
     python benchmarks/time_to_success.py --envs fetch_reach --algs ddpg_her td3_her sac_her --out reach_algs.json

@@ -6,9 +6,9 @@ import tempfile
 import jax
 import pytest
 
-# The compile cache (on by default) is off in the tests: writing every MJX program to disk made the suite slower,
-# and no test should read a program another session compiled. Subprocesses inherit both settings; the test of
-# the cache turns it back on for its own runs.
+# The compile cache (on by default) is off in the tests, so that no test reads a program another session compiled
+# and no MJX program is written to disk. Subprocesses inherit both settings; the test of the cache turns it back
+# on for its own runs.
 os.environ.setdefault("JAX_ENABLE_COMPILATION_CACHE", "false")
 os.environ.setdefault("HERJAX_CACHE_DIR", tempfile.mkdtemp(prefix="herjax-test-cache-"))
 
