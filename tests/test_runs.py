@@ -441,7 +441,9 @@ def test_compile_cache_is_on_by_default_in_its_own_folder_and_can_be_turned_off(
     args = [sys.executable, "-m", "herjax.train", "n_cycles=1", "ddpg.n_batches=1", "ddpg.batch_size=32",
             "ddpg.hidden=[16]", "ddpg.buffer_size=5000", "n_test_episodes=2", "total_env_steps=100"]
     for flag, cache in (("compile_cache=true", tmp_path / "on"), ("compile_cache=false", tmp_path / "off")):
-        env = dict(os.environ, HERJAX_CACHE_DIR=str(cache), JAX_ENABLE_COMPILATION_CACHE="true")
+        # JAX writes only programs that took >= 1 s to compile by default; 0 makes the check independent of speed.
+        env = dict(os.environ, HERJAX_CACHE_DIR=str(cache), JAX_ENABLE_COMPILATION_CACHE="true",
+                   JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
         proc = subprocess.run([*args, flag, f"run_dir={tmp_path / flag}"], env=env, capture_output=True, text=True,
                               timeout=300)
         assert proc.returncode == 0, proc.stderr
