@@ -6,8 +6,9 @@
 ``TrainConfig`` is written out: the run's fields, the loop knobs every algorithm shares (``num_envs``,
 ``n_cycles``, ``n_test_episodes``, ``num_devices``), then one section per algorithm (``ddpg``, ``td3``, ``sac``,
 ``ppo``), each a frozen dataclass that validates itself (``section.validate``). Only the section of ``alg`` is
-used. Loop knobs left ``None`` are resolved per algorithm family and env by ``resolve`` (``FAMILY_DEFAULTS``), as
-are ``total_env_steps`` and ``run_dir``. The resolved config is what a run writes to ``config.yaml``.
+used. Loop knobs left ``None`` are resolved per algorithm family and env by ``resolve`` (the env's
+``EnvSpec.defaults``, else ``FAMILY_DEFAULTS``), as are ``total_env_steps`` and ``run_dir``. The resolved
+config is what a run writes to ``config.yaml``.
 
 **Loop knobs**, the same meaning for every algorithm:
 
@@ -46,14 +47,13 @@ from herjax.agents.ppo.config import PPOConfig
 from herjax.agents.sac.config import SACConfig
 from herjax.agents.td3.config import TD3Config
 from herjax.checks import ConfigError, check, choice, suggest
-from herjax.envs import names as env_names
+from herjax.envs import registry as env_registry
 
 ALGS = tuple(algs_lib.names())
 # Keys that steer a run without changing what it computes: ``resume=`` may change them, ``herjax.plot`` ignores
 # them (and ``seed``, ``run_dir``) when it groups runs of one config.
 RUN_CONTROL_KEYS = ("total_env_steps", "stop_success", "save_every", "keep_every", "compile_cache")
 BACKENDS = ("auto", "mujoco", "mjx")
-HORIZON = 50  # Fetch episodes; sizes are validated against it before an env is built
 SCALES = {
     "single": {},
     "paper": {"num_envs": 38, "{section}.batch_size": 4864, "{section}.buffer_size": 19_000_000},
@@ -82,22 +82,20 @@ def scale_preset(scale: str) -> dict[str, Any]:
 
 
 FAMILY_DEFAULTS = {
-    # Budgets: Reach learns in ~5k steps (10 epochs here); the others get the budgets of the published curves
-    # (REFERENCE section 2), which on one CPU worker take hours.
-    # num_envs; then n_cycles and n_test_episodes as functions of (env, num_envs); then the budget per task.
+    # The loop knobs' defaults per family, for an env whose ``EnvSpec.defaults`` does not set them (the Fetch tasks
+    # set n_cycles and total_env_steps: ``herjax.envs._FETCH_BUDGETS``). num_envs; then n_cycles and
+    # n_test_episodes as functions of num_envs; then the budget.
     "off_policy": dict(
         num_envs=2,
-        n_cycles=lambda env, num_envs: 10 if _base_env(env) == "fetch_reach" else 50,
-        n_test_episodes=lambda env, num_envs: 10 * num_envs,
-        total_env_steps={"fetch_reach": 10_000, "fetch_push": 1_000_000, "fetch_pick_and_place": 3_000_000,
-                         "fetch_slide": 5_000_000},
+        n_cycles=lambda num_envs: 50,
+        n_test_episodes=lambda num_envs: 10 * num_envs,
+        total_env_steps=100_000,
     ),
     "on_policy": dict(
         num_envs=32,
-        n_cycles=lambda env, num_envs: 2,
-        n_test_episodes=lambda env, num_envs: 50,
-        total_env_steps={"fetch_reach": 100_000, "fetch_push": 20_000_000, "fetch_pick_and_place": 50_000_000,
-                         "fetch_slide": 50_000_000},
+        n_cycles=lambda num_envs: 2,
+        n_test_episodes=lambda num_envs: 50,
+        total_env_steps=1_000_000,
     ),
 }
 
@@ -107,12 +105,12 @@ class TrainConfig:
     """A training run.
 
     Attributes:
-        env: env name, see ``herjax.envs.names()``.
+        env: env name, see ``herjax.envs.names()``, or ``module:attr`` naming an ``EnvSpec`` (your own env).
         alg: algorithm, see ``herjax.algs.names()``; its hyper-parameters are the section it names.
         scale: preset, ``single``, ``paper`` or ``workersN`` (see the module docstring); applied by ``load``.
         seed: seed of the run's PRNG key.
         total_env_steps: env-step budget; the run does ``ceil(total_env_steps / steps_per_epoch)`` epochs.
-            ``None``: per env and family (``FAMILY_DEFAULTS``).
+            ``None``: per env and family (the env's ``EnvSpec.defaults``, else ``FAMILY_DEFAULTS``).
         num_envs: envs stepped in parallel over all devices; ``None``: the family's default.
         n_cycles: cycles per epoch; ``None``: the family's default.
         n_test_episodes: deterministic test episodes per epoch over all devices; ``None``: the family's default.
@@ -128,6 +126,8 @@ class TrainConfig:
         compile_cache: keep JAX's compiled programs on disk (``herjax.train.compile_cache_dir()``: the folder of
             ``HERJAX_CACHE_DIR``, else ``$XDG_CACHE_HOME/herjax/jax`` or ``~/.cache/herjax/jax``), so that a
             second run of the same config skips compilation.
+        init_from: start from the networks and input normaliser of another run of the same ``alg``: its
+            directory, its ``best`` checkpoint (``RUN_DIR@latest``: its ``latest``); see ``herjax.runs.init_from``.
         ddpg: ``alg=ddpg_her``'s hyper-parameters.
         td3: ``alg=td3_her``'s hyper-parameters.
         sac: ``alg=sac_her``'s hyper-parameters.
@@ -149,6 +149,7 @@ class TrainConfig:
     save_every: int = 1
     keep_every: Optional[int] = None
     compile_cache: bool = True
+    init_from: Optional[str] = None
     ddpg: DDPGConfig = dataclasses.field(default_factory=DDPGConfig)
     td3: TD3Config = dataclasses.field(default_factory=TD3Config)
     sac: SACConfig = dataclasses.field(default_factory=SACConfig)
@@ -166,16 +167,18 @@ def sections() -> dict[str, type]:
     return {f.name: hints[f.name] for f in dataclasses.fields(TrainConfig) if dataclasses.is_dataclass(hints[f.name])}
 
 
-def _base_env(env: str) -> str:
-    return env[: -len("_dense")] if env.endswith("_dense") else env
+def env_horizon(cfg: TrainConfig) -> int:
+    """Steps per episode of ``cfg.env`` (its registered ``episode_length``), known before the env is built."""
+    return env_registry.spec(cfg.env).episode_length
 
 
-def steps_per_epoch(cfg: TrainConfig, horizon: int = HORIZON) -> int:
+def steps_per_epoch(cfg: TrainConfig, horizon: Optional[int] = None) -> int:
     """Training env steps of one epoch of a resolved config (evaluation steps are not counted, as in baselines)."""
+    horizon = env_horizon(cfg) if horizon is None else horizon
     return cfg.n_cycles * cfg.num_envs * cfg.section.steps_per_cycle(horizon)
 
 
-def n_epochs(cfg: TrainConfig, horizon: int = HORIZON) -> int:
+def n_epochs(cfg: TrainConfig, horizon: Optional[int] = None) -> int:
     """Epochs a resolved config runs: enough to spend ``total_env_steps``."""
     return -(-cfg.total_env_steps // steps_per_epoch(cfg, horizon))
 
@@ -197,7 +200,7 @@ def _has_type(value: Any, hint: Any) -> bool:
     return isinstance(value, hint)
 
 
-def validate(cfg: TrainConfig, horizon: int = HORIZON) -> TrainConfig:
+def validate(cfg: TrainConfig) -> TrainConfig:
     """Checks every field of a resolved config; returns ``cfg``. Raises ``ConfigError`` naming the first bad one."""
     _check_types_and_choices(cfg)
     for name in ("total_env_steps", "num_envs", "n_cycles", "n_test_episodes", "num_devices", "save_every",
@@ -210,7 +213,7 @@ def validate(cfg: TrainConfig, horizon: int = HORIZON) -> TrainConfig:
     alg = algs_lib.get(cfg.alg)
     if cfg.scale != "single" and alg.family != "off_policy":
         raise ConfigError(f"bad value {cfg.scale!r} for scale: alg={cfg.alg} has no scale presets (use single)")
-    cfg.section.validate(f"{alg.section}.", num_envs=cfg.num_envs, horizon=horizon)
+    cfg.section.validate(f"{alg.section}.", num_envs=cfg.num_envs, horizon=env_horizon(cfg))
     split = [("num_envs", cfg.num_envs), ("n_test_episodes", cfg.n_test_episodes)]
     if alg.family == "off_policy":
         split.append((f"{alg.section}.batch_size", cfg.section.batch_size))
@@ -227,9 +230,7 @@ def _check_types_and_choices(cfg: TrainConfig) -> None:
             value = getattr(value, part)
         if not _has_type(value, hint):
             raise ConfigError(f"bad value {value!r} for {key}: expected {_type_name(hint)}")
-    envs = env_names()
-    if cfg.env not in envs:
-        raise ConfigError(f"unknown env {cfg.env!r}{suggest(cfg.env, envs)}; valid envs: {', '.join(envs)}")
+    env_registry.spec(cfg.env)  # an EnvError (a ConfigError) names the valid envs
     choice("alg", cfg.alg, ALGS)
     scale_preset(cfg.scale)
     choice("backend", cfg.backend, BACKENDS)
@@ -239,20 +240,21 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     """Fills the ``None`` defaults of ``cfg`` for its algorithm family and env, then validates it (a new config;
     ``cfg`` is unchanged)."""
     _check_types_and_choices(cfg)
-    defaults = FAMILY_DEFAULTS[algs_lib.get(cfg.alg).family]
-    base = _base_env(cfg.env)
-    num_envs = defaults["num_envs"] if cfg.num_envs is None else cfg.num_envs
-    per_env = lambda name: defaults[name](cfg.env, num_envs) if getattr(cfg, name) is None else getattr(cfg, name)
+    family = algs_lib.get(cfg.alg).family
+    defaults = {**FAMILY_DEFAULTS[family], **env_registry.spec(cfg.env).defaults.get(family, {})}
+    knob = lambda name, *args: defaults[name](*args) if callable(defaults[name]) else defaults[name]
+    num_envs = knob("num_envs") if cfg.num_envs is None else cfg.num_envs
+    pick = lambda name: knob(name, num_envs) if getattr(cfg, name) is None else getattr(cfg, name)
     run_dir = cfg.run_dir
     if run_dir is None:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_dir = os.path.join("runs", cfg.env, cfg.alg, stamp)
+        run_dir = os.path.join("runs", cfg.env.replace(":", "."), cfg.alg, stamp)
     return validate(dataclasses.replace(
         cfg,
         num_envs=num_envs,
-        n_cycles=per_env("n_cycles"),
-        n_test_episodes=per_env("n_test_episodes"),
-        total_env_steps=defaults["total_env_steps"][base] if cfg.total_env_steps is None else cfg.total_env_steps,
+        n_cycles=pick("n_cycles"),
+        n_test_episodes=pick("n_test_episodes"),
+        total_env_steps=pick("total_env_steps"),
         run_dir=run_dir,
     ))
 
@@ -510,13 +512,14 @@ def usage() -> str:
             value = value[part]
         return _dotlist_value(value)
 
-    lines = ["config groups:", f"  env=NAME   one of: {', '.join(env_names())} (default {TrainConfig.env})"]
+    lines = ["config groups:", f"  env=NAME   one of: {', '.join(env_registry.names())} (default {TrainConfig.env}),",
+             "            or module:attr naming your own (herjax.envs.register; see the README)"]
     for name, alg in algs_lib.REGISTRY.items():
         note = " (default)" if name == TrainConfig.alg else ""
         lines.append(f"  alg={name}{note}   hyper-parameters: {alg.section}.*")
     lines += ["", "keys and defaults (null: resolved per algorithm family and env; off-policy: num_envs=2,",
               "  n_cycles=10 for fetch_reach and 50 for the others, n_test_episodes=10*num_envs; ppo: num_envs=32,",
-              "  n_cycles=2, n_test_episodes=50; total_env_steps: per task, see herjax.config.FAMILY_DEFAULTS):"]
+              "  n_cycles=2, n_test_episodes=50; total_env_steps: per task, see herjax.envs._FETCH_BUDGETS):"]
     lines += [f"  {key}={default(key)}" for key in keys() if key.split(".", 1)[0] not in section_names]
     for section in section_names:
         owners = ", ".join(n for n, a in algs_lib.REGISTRY.items() if a.section == section)

@@ -10,8 +10,10 @@ and ``height`` (480 x 480, gymnasium-robotics' default), ``backend`` (the run's 
 The episodes are those of training's evaluation: ``herjax.rollout.collect_episodes`` with the algorithm's
 deterministic policy (``Trainer.policy``) on the run's env. The video renders them afterwards from the recorded
 physical states with MuJoCo's offscreen renderer: each frame writes qpos, qvel and the mocap pose into an
-``MjData`` of the env's own ``MjModel``, moves the goal marker (site ``target0``) to the episode's goal as
-gymnasium-robotics does, and calls ``mj_forward``. Without a display, importing this module sets
+``MjData`` of the env's own ``MjModel`` (``env.mj_model``), moves the goal marker (site ``target0``) to the
+episode's goal as gymnasium-robotics does (``env.goal_position(goal)`` where the env has one, for goals that are
+not 3-D points), and calls ``mj_forward``; the camera is ``env.render_camera`` where the env has one. Without a
+display, importing this module sets
 ``MUJOCO_GL=egl`` (or ``osmesa`` when only OSMesa is installed) unless ``MUJOCO_GL`` is already set; if
 ``mujoco`` was imported earlier (and so chose GLFW, which needs a display), the renderer makes its own EGL or
 OSMesa context.
@@ -112,16 +114,18 @@ def _offscreen_renderer(model: Any, width: int, height: int) -> Any:
 
 
 def render_episodes(
-    mj_model: Any, physics: Any, goals: np.ndarray, *, width: int = 480, height: int = 480
+    mj_model: Any, physics: Any, goals: np.ndarray, *, width: int = 480, height: int = 480,
+    camera: Optional[dict] = None,
 ) -> np.ndarray:
     """Renders recorded episodes with MuJoCo's offscreen renderer.
 
     Args:
-        mj_model: the env's ``MjModel`` (``env.model.mj_model``); a copy is rendered, it is not changed.
+        mj_model: the env's ``MjModel`` (``env.mj_model``); a copy is rendered, it is not changed.
         physics: a ``PhysState`` with leaves ``[B, T+1, ...]`` (``collect_episodes(..., record_physics=True)``).
-        goals: ``[B, 3]`` each episode's desired goal.
+        goals: ``[B, 3]`` where each episode's desired goal is drawn (site ``target0``, if the model has one).
         width: frame width in pixels.
         height: frame height in pixels.
+        camera: a free camera ``{distance, azimuth, elevation, lookat}``; ``None``: gymnasium-robotics' Fetch one.
 
     Returns:
         ``[B * (T+1), height, width, 3]`` uint8 frames, episode after episode.
@@ -133,10 +137,11 @@ def render_episodes(
     model.vis.global_.offheight = max(model.vis.global_.offheight, height)
     data = mujoco.MjData(model)
     renderer = _offscreen_renderer(model, width, height)
+    view = CAMERA if camera is None else camera
     camera = mujoco.MjvCamera()
     camera.type = mujoco.mjtCamera.mjCAMERA_FREE
-    camera.distance, camera.azimuth, camera.elevation = CAMERA["distance"], CAMERA["azimuth"], CAMERA["elevation"]
-    camera.lookat[:] = CAMERA["lookat"]
+    camera.distance, camera.azimuth, camera.elevation = view["distance"], view["azimuth"], view["elevation"]
+    camera.lookat[:] = view["lookat"]
     site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, GOAL_SITE)
     mujoco.mj_forward(model, data)
     site_offset = data.site_xpos[site] - model.site_pos[site] if site >= 0 else None
@@ -222,6 +227,10 @@ def play(
     run = ckpt_lib.load_run(run_dir, checkpoint, backend=backend)
     env, trainer = run.env, run.trainer
     want_frames = render or video is not None
+    mj_model = getattr(env, "mj_model", None)
+    if want_frames and mj_model is None:
+        raise PlayError(f"env {run.config.env!r} has no MuJoCo model to render (no mj_model attribute); play it "
+                        "without video")
 
     @jax.jit
     def rollout(state: Any, key: jax.Array):
@@ -242,17 +251,19 @@ def play(
             f"({int(run.meta['env_steps']):,} env steps): success rate {result.success_rate:.3f} over {episodes} "
             f"episodes, mean return {result.episode_return:.2f}")
     if want_frames:
-        result.frames = render_episodes(env.model.mj_model, info.physics, np.asarray(goals), width=width,
-                                        height=height)
+        goal_position = getattr(env, "goal_position", None)
+        where = np.asarray(goal_position(goals)) if goal_position is not None else np.asarray(goals)
+        result.frames = render_episodes(mj_model, info.physics, where, width=width, height=height,
+                                        camera=getattr(env, "render_camera", None))
     if video is not None:
         try:
-            write_video(video, result.frames, fps=1.0 / env.dt)
+            write_video(video, result.frames, fps=1.0 / getattr(env, "dt", 0.04))
         except Exception as e:  # noqa: BLE001 -- ffmpeg's and imageio's failures all mean: this video was not written
             raise PlayError(f"cannot write video {video!r}: {' '.join(str(e).split())[:160]}") from None
         result.video = video
         if log:
             log(f"herjax.play: wrote {video} ({len(result.frames)} frames, {width}x{height}, "
-                f"{1.0 / env.dt:.0f} fps)")
+                f"{1.0 / getattr(env, 'dt', 0.04):.0f} fps)")
     return result
 
 

@@ -5,6 +5,7 @@
     python -m herjax.train env=fetch_push scale=paper          # the paper's 19 workers on one device
     python -m herjax.train env=fetch_reach alg=td3_her         # TD3+HER (td3.* keys); sac_her, ppo likewise
     python -m herjax.train resume=runs/fetch_push/ddpg_her/20250101-120000 [total_env_steps=4e6]
+    python -m herjax.train env=fetch_reach init_from=runs/fetch_reach/ddpg_her/20250101-120000   # its weights
     python -m herjax.train --help                              # the groups, every key and its default
 
     from herjax.train import train
@@ -24,6 +25,12 @@ history) and goes on in the same directory, appending to ``progress.csv``. Only 
 ``stop_success``, ``save_every``, ``keep_every`` and ``compile_cache`` may change on resume. On the CPU the resumed
 run's rows equal those of an uninterrupted run bit for bit.
 
+**Start from saved weights.** ``init_from=RUN_DIR`` (``RUN_DIR@latest``: its ``latest`` checkpoint instead of its
+``best``) starts a new run, in its own directory, whose agent begins with the networks and input normaliser of
+that checkpoint; its replay buffer, optimiser states, PRNG key and counters start fresh (``herjax.runs.init_from``
+says what carries over). The run must have the same ``alg`` and every network array the same shape; anything else
+is refused with one line. ``init_from`` is part of the config, so resuming such a run restores its own checkpoint.
+
 **Signals.** SIGINT (Ctrl-C) or SIGTERM lets the running epoch finish, saves ``latest``, prints the resume
 command and exits with status 130 (SIGINT) or 143 (SIGTERM). A second signal quits at once; the last saved
 ``latest`` is then what a resume starts from.
@@ -36,8 +43,9 @@ JAX can cache. ``compile_cache=false`` turns it off.
 run on the same directory is refused (naming the holding process), and the lock of a killed run is taken over.
 
 **Bad input** (unknown env, alg or key, a wrong type, an impossible value, a missing or unreadable resume
-directory, a run directory that cannot be created or is in use) prints one line on stderr and exits with status 2
-before anything is compiled.
+directory, an ``init_from`` run that is missing or does not fit, a run directory that cannot be created or is in
+use) prints one line on stderr and exits with status 2 before anything is compiled; a run directory this run
+created for it is removed again.
 
 **A full disk** during a write (a checkpoint, ``progress.csv``) stops the run with one line saying how much space
 the write needed and how much is free, and exits with status 1. The unfinished checkpoint is removed; the earlier
@@ -63,10 +71,11 @@ from herjax import config as config_lib
 from herjax.config import ConfigError, TrainConfig
 from herjax.runs import checkpoint as ckpt_lib
 from herjax.runs import console as console_lib
+from herjax.runs import init_from as init_from_lib
 from herjax.runs import logs
 from herjax.runs.checkpoint import CheckpointError, DiskFullError
 from herjax.runs.console import EXIT_CODES, Interrupted
-from herjax.runs.lock import RunDirError, RunLock
+from herjax.runs.lock import LOCK_NAME, RunDirError, RunLock
 from herjax.runs.logs import PROGRESS_COLUMNS
 
 
@@ -107,7 +116,10 @@ def _prepare(cfg_or_overrides: Any, resume: Optional[str]) -> TrainConfig:
     """The resolved config of a new run, or of the run in ``resume`` with the allowed overrides applied. Raises
     ``ConfigError`` or ``CheckpointError`` (one line) before anything is built."""
     if resume is None:
-        return config_lib.load(cfg_or_overrides)
+        cfg = config_lib.load(cfg_or_overrides)
+        if cfg.init_from is not None:
+            init_from_lib.check_source(cfg)
+        return cfg
     saved = ckpt_lib.read_config(resume)
     if not ckpt_lib.has_checkpoint(resume):
         raise CheckpointError(f"cannot resume {resume!r}: it has no finished checkpoint in {resume}/checkpoints")
@@ -133,7 +145,8 @@ def _prepare(cfg_or_overrides: Any, resume: Optional[str]) -> TrainConfig:
 
 
 def _same_computation(a: TrainConfig, b: TrainConfig) -> bool:
-    neutral = {k: getattr(TrainConfig(), k) for k in config_lib.RUN_CONTROL_KEYS}
+    # init_from sets where the state starts, not what the trainer computes.
+    neutral = {k: getattr(TrainConfig(), k) for k in config_lib.RUN_CONTROL_KEYS + ("init_from",)}
     return dataclasses.replace(a, seed=0, run_dir=None, **neutral) == dataclasses.replace(
         b, seed=0, run_dir=None, **neutral
     )
@@ -194,11 +207,17 @@ def _start(cfg: TrainConfig, trainer: Any, resume: Optional[str], console: conso
     import jax
 
     env = trainer.env
+    warn = lambda text: console.line(f"herjax.train: warning: {text}")
     if resume is None:
+        # Read (and checked against this run's shapes) before anything is compiled or written.
+        source = init_from_lib.load(cfg, ckpt_lib.abstract_state(trainer).agent, warn=warn) if cfg.init_from else None
         console.line(f"herjax.train: {cfg.env} ({env.backend}), {cfg.alg}, {total_epochs} epochs of "
                      f"{trainer.steps_per_epoch:,} env steps, run_dir {cfg.run_dir}")
-        return _Start(trainer.init(jax.random.key(cfg.seed)), [], 0.0, None, None)
-    warn = lambda text: console.line(f"herjax.train: warning: {text}")
+        state = trainer.init(jax.random.key(cfg.seed))
+        if source is not None:
+            state = state.replace(agent=init_from_lib.merge(state.agent, source.agent))
+            console.line(init_from_lib.describe(source, cfg))
+        return _Start(state, [], 0.0, None, None)
     state, meta, resumed_from = ckpt_lib.restore(cfg.run_dir, ckpt_lib.abstract_state(trainer), warn=warn)
     dropped = ckpt_lib.drop_after(cfg.run_dir, int(meta["epoch"]))
     if dropped:
@@ -283,22 +302,56 @@ def train(
         should_stop: called with each epoch's row (after it is logged); ``True`` ends the run there, e.g. on a
             wall-clock budget. ``cfg.stop_success`` is checked as well.
         trainer: a ``Trainer`` of an earlier run (``TrainResult.trainer``) to reuse, skipping compilation; it is
-            used only if its config differs from this one in ``seed``, ``run_dir`` and the run-control keys at
-            most.
+            used only if its config differs from this one in ``seed``, ``run_dir``, ``init_from`` and the
+            run-control keys at most.
         handle_signals: catch SIGINT/SIGTERM (in the main thread) to save and stop at the end of the epoch.
 
     Returns:
         ``TrainResult``. Raises ``herjax.config.ConfigError`` on a bad config,
-        ``herjax.runs.checkpoint.CheckpointError`` on a missing or unreadable resume directory and
+        ``herjax.runs.checkpoint.CheckpointError`` on a missing or unreadable resume directory or an ``init_from``
+        run that is missing or does not fit (``herjax.runs.init_from.InitFromError``), and
         ``herjax.runs.lock.RunDirError`` on a run directory that cannot be created or that another run holds, all
         before anything is built.
     """
     cfg = _prepare(cfg_or_overrides, resume)
+    created: list[str] = []
     if resume is None:
-        cfg = dataclasses.replace(cfg, run_dir=logs.make_run_dir(cfg.run_dir))
-    # One writer per run directory, for the whole run; taken before anything is built.
-    with RunLock(cfg.run_dir) as lock:
-        return _run(cfg, resume, trainer, log, should_stop, handle_signals, lock.stale)
+        run_dir, created = _new_run_dir(cfg.run_dir)
+        cfg = dataclasses.replace(cfg, run_dir=run_dir)
+    try:
+        # One writer per run directory, for the whole run; taken before anything is built.
+        with RunLock(cfg.run_dir) as lock:
+            return _run(cfg, resume, trainer, log, should_stop, handle_signals, lock.stale)
+    except (ConfigError, CheckpointError):
+        _remove_unused(created)  # bad input found once the run was built (e.g. init_from's shapes)
+        raise
+
+
+def _new_run_dir(path: str) -> tuple[str, list[str]]:
+    """``logs.make_run_dir(path)``, and the folders it created, deepest first."""
+    missing, parent = [], os.path.abspath(path)
+    while not os.path.exists(parent):
+        missing.append(parent)
+        parent = os.path.dirname(parent)
+    run_dir = logs.make_run_dir(path)
+    if os.path.abspath(run_dir) != os.path.abspath(path):  # path holds a run: run_dir is a new sibling, path-N
+        missing = [os.path.abspath(run_dir)]
+    return run_dir, missing
+
+
+def _remove_unused(folders: list[str]) -> None:
+    """Removes ``folders`` (deepest first), stopping at the first that holds anything but an unlocked lock file: a
+    run stopped by bad input leaves no half-made run directory behind."""
+    for folder in folders:
+        try:
+            names = os.listdir(folder)
+            if set(names) - {LOCK_NAME}:
+                return
+            if names:
+                os.remove(os.path.join(folder, LOCK_NAME))
+            os.rmdir(folder)
+        except OSError:
+            return
 
 
 def _run(cfg: TrainConfig, resume: Optional[str], trainer: Any, log: Optional[Callable[[str], None]],
@@ -417,7 +470,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if any(a in ("-h", "--help") for a in argv):
         text = (__doc__.split("\n\n")[0] + "\n\nusage: python -m herjax.train [key=value ...]\n"
                 "       python -m herjax.train resume=RUN_DIR [total_env_steps=N stop_success=X save_every=N "
-                "keep_every=N compile_cache=B]\n\n" + config_lib.usage())
+                "keep_every=N compile_cache=B]\n"
+                "       python -m herjax.train init_from=RUN_DIR[@latest] [key=value ...]\n\n" + config_lib.usage())
         try:
             print(text, flush=True)
         except BrokenPipeError:  # e.g. piped into head

@@ -1,60 +1,66 @@
-"""The four Fetch tasks of gymnasium-robotics (v4), on MuJoCo MJX or batched C MuJoCo.
+"""Goal-conditioned envs on MuJoCo MJX or batched C MuJoCo: the four Fetch tasks of gymnasium-robotics (v4), and
+any env registered beside them (``herjax.envs.registry``).
 
     env = herjax.envs.make("fetch_push")            # backend="auto": mjx on GPU/TPU, C MuJoCo on CPU
     state = jax.jit(env.reset)(key)
     state = jax.jit(env.step)(state, action)
+
+    herjax.envs.register("point_room", make_point_room, episode_length=50)   # your own env (see registry.py)
+    env = herjax.envs.make("examples.point_room:point_room")                 # or by import path
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 
 from herjax.envs.fetch import FetchConfig, FetchEnv, State
+from herjax.envs.goal_env import GoalTask, MujocoGoalEnv
 from herjax.envs.model import TASKS
 from herjax.envs.physics import BACKENDS, PhysState, default_backend
+from herjax.envs.registry import EnvError, EnvSpec, check_env, make, names, register, spec
 from herjax.envs.wrappers import VecEnv, VecState, finite, reset_where, vec
 
-_TASK_OF = {f"fetch_{task}": task for task in TASKS}
+# Loop-knob defaults of the Fetch tasks. Off-policy: baselines' cycles (10 for FetchReach, 50 for the others) and
+# the budgets of the published curves (REFERENCE section 2), which on one CPU worker take hours; Reach learns in
+# ~5k steps (10 epochs here). PPO: budgets of our measured runs.
+_FETCH_BUDGETS = {
+    "reach": {"off_policy": {"n_cycles": 10, "total_env_steps": 10_000}, "on_policy": {"total_env_steps": 100_000}},
+    "push": {"off_policy": {"total_env_steps": 1_000_000}, "on_policy": {"total_env_steps": 20_000_000}},
+    "pick_and_place": {"off_policy": {"total_env_steps": 3_000_000}, "on_policy": {"total_env_steps": 50_000_000}},
+    "slide": {"off_policy": {"total_env_steps": 5_000_000}, "on_policy": {"total_env_steps": 50_000_000}},
+}
+_FETCH_OPTIONS = sorted({f.name for f in dataclasses.fields(FetchConfig)} - {"task", "backend"})
 
 
-def names() -> list[str]:
-    """Every registered env name: the four tasks, each also with ``_dense`` (reward ``-d``)."""
-    return [n for base in _TASK_OF for n in (base, f"{base}_dense")]
+def _fetch_maker(task: str, reward_type: str):
+    def make_fetch(backend: str = "auto", **options) -> FetchEnv:
+        for key in options:
+            if key not in _FETCH_OPTIONS:
+                raise EnvError(f"unknown env option {key!r}{_suggest(key, _FETCH_OPTIONS)} valid: "
+                               f"{', '.join(_FETCH_OPTIONS)}")
+        options.setdefault("reward_type", reward_type)
+        return FetchEnv(FetchConfig(task=task, backend=backend, **options))
+
+    make_fetch.__qualname__ = f"make_fetch_{task}_{reward_type}"
+    return make_fetch
 
 
-def suggest(name: str, choices: list[str]) -> str:
-    """'; did you mean X?' for a close match, else ''."""
+def _suggest(name: str, choices: list[str]) -> str:
+    import difflib
+
     close = difflib.get_close_matches(name, choices, n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def parse_name(name: str) -> tuple[str, str]:
-    """``fetch_push_dense`` -> (``push``, ``dense``). Raises ValueError naming the valid names."""
-    if name not in names():
-        raise ValueError(f"unknown env {name!r}{suggest(name, names())} valid envs: {', '.join(names())}")
-    base, dense = (name[: -len("_dense")], True) if name.endswith("_dense") else (name, False)
-    return _TASK_OF[base], "dense" if dense else "sparse"
-
-
-def make(name: str, backend: str = "auto", **overrides) -> FetchEnv:
-    """Builds the env ``name`` (see ``names()``) on ``backend`` (``auto``, ``mjx`` or ``mujoco``).
-
-    Args:
-        name: e.g. ``fetch_push`` or ``fetch_reach_dense``.
-        backend: the physics engine.
-        **overrides: fields of ``FetchConfig``, e.g. ``distance_threshold=0.02``.
-    """
-    task, reward_type = parse_name(name)
-    valid = {f.name for f in dataclasses.fields(FetchConfig)} - {"task", "backend"}
-    for key in overrides:
-        if key not in valid:
-            raise ValueError(f"unknown env option {key!r}{suggest(key, sorted(valid))} valid: {', '.join(sorted(valid))}")
-    overrides.setdefault("reward_type", reward_type)
-    return FetchEnv(FetchConfig(task=task, backend=backend, **overrides))
+for _task in TASKS:
+    for _reward, _suffix in (("sparse", ""), ("dense", "_dense")):
+        register(f"fetch_{_task}{_suffix}", _fetch_maker(_task, _reward), episode_length=50,
+                 defaults=_FETCH_BUDGETS[_task], description=f"gymnasium-robotics Fetch {_task} ({_reward} reward)",
+                 check=False)
 
 
 __all__ = [
-    "BACKENDS", "FetchConfig", "FetchEnv", "PhysState", "State", "VecEnv", "VecState", "default_backend",
-    "finite", "make", "names", "reset_where", "vec",
+    "BACKENDS", "EnvError", "EnvSpec", "FetchConfig", "FetchEnv", "GoalTask", "MujocoGoalEnv", "PhysState", "State",
+    "VecEnv", "VecState", "check_env", "default_backend", "finite", "make", "names", "register", "reset_where",
+    "spec", "vec",
 ]

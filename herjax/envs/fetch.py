@@ -135,6 +135,11 @@ class FetchEnv:
         self.goal_dim = 3
         self.action_dim = 4
 
+    @property
+    def mj_model(self):
+        """The edited ``MjModel`` every engine steps (what ``herjax.play`` renders)."""
+        return self.model.mj_model
+
     def __repr__(self) -> str:
         return f"FetchEnv(task={self.config.task!r}, reward_type={self.config.reward_type!r}, backend={self.backend!r})"
 

@@ -24,6 +24,7 @@ epochs since the one before it.
     ckpt.save("latest", state, meta)
     state, meta, where = restore(run_dir, abstract_state)      # newest readable
     run = load_run(run_dir, "best")                             # config, env, trainer and state, for play/export
+    agent, meta = restore_field(run_dir, "best", 7, "agent", abstract_agent)   # one field only (init_from)
 """
 
 from __future__ import annotations
@@ -313,26 +314,44 @@ def _leaf_name(path: tuple) -> str:
     return ".".join(part(k) for k in path)
 
 
+def saved_arrays(state_dir: str) -> dict[str, tuple[tuple[int, ...], str]]:
+    """``{dotted name: (shape, dtype name)}`` of every array a step's ``state`` item holds (``_leaf_name``'s names),
+    from orbax's metadata, without reading the arrays. Raises whatever orbax raises for unreadable metadata."""
+    import orbax.checkpoint as ocp
+
+    # ERROR: orbax warns that steps written without its optional step metadata lack it.
+    with _absl_level(logging.ERROR), ocp.PyTreeCheckpointer() as checkpointer:
+        saved_tree = checkpointer.metadata(state_dir).item_metadata.tree
+    return {leaf.name: (tuple(leaf.shape), str(leaf.dtype)) for leaf in jax.tree.leaves(saved_tree)}
+
+
+def array_specs(tree: Any, prefix: str = "") -> dict[str, tuple[tuple[int, ...], str]]:
+    """``{dotted name: (shape, dtype name)}`` of every leaf of ``tree`` (arrays or ``ShapeDtypeStruct``s) as a
+    checkpoint stores it (``_to_saveable``: a PRNG key as its ``uint32`` data), in ``tree``'s leaf order, to compare
+    with ``saved_arrays``; ``prefix`` (``"agent."``) names a subtree as it is named inside the whole state."""
+    saveable = jax.eval_shape(_to_saveable, tree)
+    return {
+        prefix + _leaf_name(path): (tuple(leaf.shape), str(leaf.dtype))
+        for path, leaf in jax.tree_util.tree_flatten_with_path(saveable)[0]
+    }
+
+
+def show_array(shape_dtype: tuple[tuple[int, ...], str]) -> str:
+    """``float32[13, 256]``, from an entry of ``saved_arrays`` or ``array_specs``."""
+    return f"{shape_dtype[1]}{list(shape_dtype[0])}"
+
+
 def _check_fits(state_dir: str, target: Any, where: str) -> None:
     """Raises ``IncompatibleCheckpointError`` naming the first differences between the arrays saved in
     ``state_dir`` and those of ``target`` (``_restore_target``: missing or extra arrays, other shapes or dtypes).
     Metadata that cannot be read says nothing here: reading the step will fail and report it."""
-    import orbax.checkpoint as ocp
-
     try:
-        # ERROR: orbax warns that steps written without its optional step metadata lack it.
-        with _absl_level(logging.ERROR), ocp.PyTreeCheckpointer() as checkpointer:
-            saved_tree = checkpointer.metadata(state_dir).item_metadata.tree
-        saved = {leaf.name: (tuple(leaf.shape), str(leaf.dtype)) for leaf in jax.tree.leaves(saved_tree)}
+        saved = saved_arrays(state_dir)
     except Exception:  # noqa: BLE001 -- unreadable metadata is a damaged step, handled by the read itself
         return
-    wanted = {
-        _leaf_name(path): (tuple(leaf.shape), str(leaf.dtype))
-        for path, leaf in jax.tree_util.tree_flatten_with_path(target)[0]
-    }
-    show = lambda shape_dtype: f"{shape_dtype[1]}{list(shape_dtype[0])}"
+    wanted = array_specs(target)
     differences = [
-        f"{name} is {show(saved[name])} there but {show(wanted[name])} here"
+        f"{name} is {show_array(saved[name])} there but {show_array(wanted[name])} here"
         for name in wanted if name in saved and saved[name] != wanted[name]
     ]
     differences += [f"{name} is missing" for name in wanted if name not in saved]
@@ -367,6 +386,46 @@ def _restore_step(run_dir: str, kind: str, step: int, abstract: Any) -> tuple[An
     if int(state.epoch) != step:
         raise CheckpointError(f"{kind}/{step} holds a state of epoch {int(state.epoch)}")
     return state, meta
+
+
+def step_dir(run_dir: str, kind: str, step: int) -> str:
+    """The folder of one finished step."""
+    return os.path.join(checkpoint_dir(run_dir, kind), str(step))
+
+
+def restore_field(run_dir: str, kind: str, step: int, field: str, abstract: Any) -> tuple[Any, dict]:
+    """One field of a step's training state (e.g. ``agent``) and the step's ``meta``, reading none of the other
+    arrays (the replay buffer is most of a step). The caller has checked that ``abstract`` fits what the step holds
+    (``saved_arrays``); the step's checksums are verified here.
+
+    Args:
+        run_dir: the run directory.
+        kind: the checkpoint kind.
+        step: the step (epoch).
+        field: the field of the saved state (its name in ``saved_arrays``, before the first dot).
+        abstract: the field's shapes and dtypes.
+
+    Returns:
+        ``(tree, meta)``, ``tree`` with ``abstract``'s structure. Raises ``CheckpointError`` or orbax's error for a
+        damaged step.
+    """
+    import orbax.checkpoint as ocp
+
+    _quiet_orbax()
+    path = os.path.abspath(step_dir(run_dir, kind, step))
+    verify(path)
+    with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as checkpointer:
+        meta = dict(checkpointer.restore(os.path.join(path, "meta"), args=ocp.args.JsonRestore()))
+    if int(meta.get("epoch", -1)) != step:
+        raise CheckpointError(f"{kind}/{step} holds epoch {meta.get('epoch')!r}")
+    target = {field: _restore_target(abstract)}
+    restore_args = ocp.checkpoint_utils.construct_restore_args(target)
+    with ocp.PyTreeCheckpointer() as checkpointer:
+        restored = checkpointer.restore(
+            os.path.join(path, "state"),
+            args=ocp.args.PyTreeRestore(target, restore_args=restore_args, partial_restore=True),
+        )
+    return _from_saveable(restored[field], abstract), meta
 
 
 class _DropOrphanedReads(logging.Filter):
