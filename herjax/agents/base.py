@@ -13,10 +13,12 @@ obs_dim=..., goal_dim=..., act_dim=..., horizon=...)``). Its state is one pytree
     state, metrics = agent.update(state, transitions, key, axis_name)   # one gradient step
     state = agent.end_of_cycle(state)                     # e.g. the Polyak step of the targets
     agent.summary(state)                                  # per-epoch scalars (normaliser statistics ...)
+    agent.export(state)                                   # the greedy policy's plain weights (herjax.export)
 
 **On-policy** (``OnPolicyAgent``; PPO, run by ``herjax.loops.on_policy``): ``init``, ``act`` (a ``PolicyStep``),
 ``greedy``, ``value(state, obs, goal)``, ``update_normalizer``, ``prepare(state, unroll) -> batch`` (values and
-advantages of an unroll) and ``update(state, batch, key, axis_name)`` (all the passes over one batch), ``summary``.
+advantages of an unroll) and ``update(state, batch, key, axis_name)`` (all the passes over one batch), ``summary``,
+``export``.
 
 ``axis_name``: inside ``shard_map`` over devices, the name of the device axis; the agent averages its gradients
 and pools its normaliser statistics over it (``herjax.agents.common.collectives``). ``None`` on one device.
@@ -49,6 +51,9 @@ class OffPolicyAgent(NamedTuple):
             (bool) leaves samples out.
         summary: ``(state) -> {name: []}``, per-epoch scalars, logged under their own names.
         metric_names: the keys of ``update``'s metrics.
+        export: ``(state) -> {name: array}``, host side: ``greedy``'s weights in the plain format of
+            ``herjax.agents.common.export`` (raises ``ExportError`` where that cannot hold them); ``None``: the
+            agent has no export.
     """
 
     init: Callable[[jax.Array], State]
@@ -60,6 +65,7 @@ class OffPolicyAgent(NamedTuple):
     update_normalizer: Callable[[State, jax.Array, jax.Array, Optional[str]], State]
     summary: Callable[[State], dict]
     metric_names: tuple[str, ...]
+    export: Optional[Callable[[State], dict]] = None
 
 
 class OnPolicyAgent(NamedTuple):
@@ -76,6 +82,7 @@ class OnPolicyAgent(NamedTuple):
             (bool) leaves samples out.
         summary: ``(state) -> {name: []}``, per-epoch scalars, logged under their own names.
         metric_names: the keys of ``update``'s metrics.
+        export: as ``OffPolicyAgent.export``.
     """
 
     init: Callable[[jax.Array], State]
@@ -87,3 +94,4 @@ class OnPolicyAgent(NamedTuple):
     update_normalizer: Callable[[State, jax.Array, jax.Array, Optional[str]], State]
     summary: Callable[[State], dict]
     metric_names: tuple[str, ...]
+    export: Optional[Callable[[State], dict]] = None

@@ -1,5 +1,6 @@
-"""The config base every off-policy HER agent shares: its networks' size, the input normaliser, the return
-clipping, and the replay and update knobs the off-policy loop reads. Defaults are baselines' ``her`` defaults."""
+"""The config base every off-policy HER agent shares: its networks (size, activation, layer norm or your own
+module), the input normaliser, the return clipping, and the replay and update knobs the off-policy loop reads.
+Defaults are baselines' ``her`` defaults."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import dataclasses
 from typing import Optional, Sequence, Union
 
 from herjax import checks
+from herjax.agents.common import networks
 from herjax.replay.her import STRATEGIES
 
 
@@ -14,8 +16,17 @@ from herjax.replay.her import STRATEGIES
 class OffPolicyConfig:
     """Hyper-parameters shared by the off-policy agents (DDPG, TD3, SAC) and read by the off-policy loop.
 
+    The network keys (``activation``, ``layer_norm``, ``network``) apply to the actor and to every critic alike;
+    ``herjax.agents.common.networks`` describes them and the contract of a custom module. Actor and critic never
+    share a torso here (PPO's ``shared_torso`` has no counterpart): the critic reads the action as an input, so its
+    first layer sees ``[o, g, u]`` where the actor's sees ``[o, g]``, and the actor is trained through the critic.
+
     Attributes:
         hidden: hidden layer sizes of actor and critic.
+        activation: hidden nonlinearity of actor and critic, a name of ``networks.ACTIVATIONS`` (baselines: relu).
+        layer_norm: ``Dense -> LayerNorm -> activation`` in every hidden layer of actor and critic.
+        network: ``"package.module:ClassName"`` of a flax module used instead of the MLP in actor and critic;
+            ``None``: herjax's MLP.
         pi_lr: actor Adam learning rate.
         q_lr: critic Adam learning rate.
         polyak: target ``= polyak * target + (1 - polyak) * online``, once per cycle (baselines; ``tau = 0.05``).
@@ -35,6 +46,9 @@ class OffPolicyConfig:
     """
 
     hidden: Sequence[int] = (256, 256, 256)
+    activation: str = "relu"
+    layer_norm: bool = False
+    network: Optional[str] = None
     pi_lr: float = 1e-3
     q_lr: float = 1e-3
     polyak: float = 0.95
@@ -62,6 +76,7 @@ class OffPolicyConfig:
         checks.check(self.n_batches >= 0, f"{prefix}n_batches", self.n_batches, ">= 0")
         checks.check(len(self.hidden) > 0 and all(h > 0 for h in self.hidden), f"{prefix}hidden",
                      list(self.hidden), "a non-empty list of positive sizes")
+        networks.validate_network_keys(prefix, self)
         checks.unit_interval(prefix, self, ("polyak",))
         checks.check(self.replay_k >= 0, f"{prefix}replay_k", self.replay_k, ">= 0")
         if self.gamma is not None:

@@ -23,10 +23,11 @@ import jax.numpy as jnp
 import optax
 
 from herjax.agents.base import OffPolicyAgent
+from herjax.agents.common import export as export_lib
 from herjax.agents.common import normalizer, optim
 from herjax.agents.common.collectives import pmean
 from herjax.agents.common.config import resolve_clip_return, resolve_gamma
-from herjax.agents.common.networks import Actor, Critic
+from herjax.agents.common.networks import Actor, Critic, Torso
 from herjax.agents.common.targets import OnlineAndTarget, soft_update
 from herjax.agents.ddpg.config import DDPGConfig
 from herjax.agents.ddpg.losses import ActorApply, CriticApply, actor_loss, critic_loss
@@ -177,9 +178,9 @@ def make_ddpg(cfg: DDPGConfig, *, obs_dim: int, goal_dim: int, act_dim: int, hor
     """
     gamma = resolve_gamma(cfg, horizon)
     clip_return = resolve_clip_return(cfg, gamma)
-    hidden = tuple(cfg.hidden)
-    actor_net = Actor(act_dim=act_dim, max_u=cfg.max_u, hidden=hidden)
-    critic_net = Critic(max_u=cfg.max_u, hidden=hidden)
+    hidden, torso = tuple(cfg.hidden), Torso.of(cfg)
+    actor_net = Actor(act_dim=act_dim, max_u=cfg.max_u, hidden=hidden, torso=torso)
+    critic_net = Critic(max_u=cfg.max_u, hidden=hidden, torso=torso)
     actor_optimizer = optax.adam(cfg.pi_lr)
     critic_optimizer = optax.adam(cfg.q_lr)
     input_clips = dict(clip_obs=cfg.clip_obs, norm_eps=cfg.norm_eps, norm_clip=cfg.norm_clip)
@@ -250,7 +251,14 @@ def make_ddpg(cfg: DDPGConfig, *, obs_dim: int, goal_dim: int, act_dim: int, hor
     def summary(state: DDPGState) -> dict[str, jax.Array]:
         return normalizer.summary(state.obs_stats, state.goal_stats, cfg.norm_eps)
 
+    def export(state: DDPGState) -> dict:
+        """``greedy``'s weights (the online actor's; ``herjax.agents.common.export``). Host side."""
+        export_lib.check_exportable(torso)
+        layers = export_lib.mlp_layers(state.actor.online["params"]["MLP_0"], len(hidden), layer_norm=torso.layer_norm)
+        return export_lib.policy_weights(state.obs_stats, state.goal_stats, layers, torso=torso, max_u=cfg.max_u,
+                                         **input_clips)
+
     return OffPolicyAgent(
         init=init, act=act, greedy=greedy, value=value, update=update, end_of_cycle=end_of_cycle,
-        update_normalizer=update_normalizer, summary=summary, metric_names=METRIC_NAMES,
+        update_normalizer=update_normalizer, summary=summary, metric_names=METRIC_NAMES, export=export,
     )

@@ -5,6 +5,7 @@ from herjax.agents.ppo.agent import (
     METRIC_NAMES,
     PPOBatch,
     PPOState,
+    SharedTorsoActorCritic,
     TanhGaussianPolicy,
     make_optimizer,
     make_ppo,
@@ -26,7 +27,7 @@ from herjax.agents.ppo.losses import (
 
 __all__ = [
     "ACTIVATIONS", "LR_SCHEDULES", "METRIC_NAMES", "LossInputs", "PPOBatch", "PPOConfig", "PPOParams", "PPOState",
-    "TanhGaussianPolicy", "gae", "gaussian_log_prob", "make_optimizer", "make_ppo", "make_value_net",
-    "minibatch_indices", "ppo_loss", "standardize", "tanh_gaussian_entropy", "tanh_gaussian_log_prob",
-    "tanh_log_det_jacobian",
+    "SharedTorsoActorCritic", "TanhGaussianPolicy", "gae", "gaussian_log_prob", "make_optimizer", "make_ppo",
+    "make_value_net", "minibatch_indices", "ppo_loss", "standardize", "tanh_gaussian_entropy",
+    "tanh_gaussian_log_prob", "tanh_log_det_jacobian",
 ]

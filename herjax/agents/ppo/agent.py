@@ -11,7 +11,8 @@ What follows ``ppo2`` (``baselines/ppo2/model.py``, ``ppo2.py``):
 * one Adam (``eps = 1e-5``) over policy and value, after clipping the global gradient norm to ``max_grad_norm``;
 * a learning rate that is constant or decays linearly to 0 over the run (``ppo2``'s ``lr = lambda f: 3e-4 * f``);
 * separate policy and value MLPs (``value_network='copy'``), orthogonal initialisation with gain ``sqrt(2)``,
-  0.01 on the policy output and 1 on the value output, a state-independent log-std.
+  0.01 on the policy output and 1 on the value output, a state-independent log-std. With ``shared_torso`` one
+  torso feeds a policy head and a value head (``value_network='shared'``), with the same initialisers.
 
 Where it differs, and why:
 
@@ -48,7 +49,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable, NamedTuple, Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import flax.linen as nn
 import flax.struct
@@ -57,9 +58,10 @@ import jax.numpy as jnp
 import optax
 
 from herjax.agents.base import OnPolicyAgent
+from herjax.agents.common import export as export_lib
 from herjax.agents.common import normalizer
 from herjax.agents.common.collectives import pmean
-from herjax.agents.common.networks import MLP
+from herjax.agents.common.networks import ACTIVATIONS, Torso
 from herjax.agents.ppo.config import LR_SCHEDULES, PPOConfig
 from herjax.agents.ppo.losses import (
     LossInputs,
@@ -72,8 +74,11 @@ from herjax.agents.ppo.losses import (
 )
 from herjax.types import PolicyStep, Unroll
 
-ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu, "elu": nn.elu, "swish": nn.swish}
 METRIC_NAMES = ("actor_loss", "critic_loss", "mean_Q", "entropy", "approx_kl", "clip_frac", "grad_norm")
+HIDDEN_INIT = nn.initializers.orthogonal(math.sqrt(2.0))
+POLICY_OUT_INIT = nn.initializers.orthogonal(0.01)
+VALUE_OUT_INIT = nn.initializers.orthogonal(1.0)
+PPO_TORSO = Torso(activation="tanh")
 
 
 class TanhGaussianPolicy(nn.Module):
@@ -82,31 +87,61 @@ class TanhGaussianPolicy(nn.Module):
     Attributes:
         act_dim: action size.
         hidden: hidden layer sizes.
-        activation: hidden nonlinearity.
+        torso: the network keys (activation, layer norm, or a custom module in place of the MLP).
         log_std_init: initial value of the state-independent log-std.
     """
 
     act_dim: int
     hidden: Sequence[int]
-    activation: Callable[[jax.Array], jax.Array] = nn.tanh
+    torso: Torso = PPO_TORSO
     log_std_init: float = 0.0
 
     @nn.compact
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        mean = MLP(
-            tuple(self.hidden), self.act_dim, activation=self.activation,
-            kernel_init=nn.initializers.orthogonal(math.sqrt(2.0)), out_kernel_init=nn.initializers.orthogonal(0.01),
-        )(x)
+        mean = self.torso.build(self.hidden, self.act_dim, kernel_init=HIDDEN_INIT, out_kernel_init=POLICY_OUT_INIT)(x)
         log_std = self.param("log_std", nn.initializers.constant(self.log_std_init), (self.act_dim,))
         return mean, jnp.broadcast_to(log_std, mean.shape)
 
 
-def make_value_net(hidden: Sequence[int], activation: Callable[[jax.Array], jax.Array]) -> MLP:
-    """The value MLP ``x -> [..., 1]`` (``ppo2``'s value head: orthogonal gain 1 on the output)."""
-    return MLP(
-        tuple(hidden), 1, activation=activation,
-        kernel_init=nn.initializers.orthogonal(math.sqrt(2.0)), out_kernel_init=nn.initializers.orthogonal(1.0),
-    )
+def make_value_net(hidden: Sequence[int], torso: Torso = PPO_TORSO) -> nn.Module:
+    """The value network ``x -> [..., 1]`` (``ppo2``'s value head: orthogonal gain 1 on the output)."""
+    return torso.build(hidden, 1, kernel_init=HIDDEN_INIT, out_kernel_init=VALUE_OUT_INIT)
+
+
+class SharedTorsoActorCritic(nn.Module):
+    """One torso, two heads (``ppo2``'s ``value_network='shared'``): ``policy(x) -> (mu, log_std)``, ``value(x) ->
+    [...]``, both reading the torso's ``[..., hidden[-1]]`` features. ``__call__`` runs both (to initialise).
+
+    Attributes:
+        act_dim: action size.
+        hidden: hidden layer sizes of the torso.
+        torso: the network keys; an ``MLP`` without output layer, or a custom module asked for ``hidden[-1]``
+            outputs.
+        log_std_init: initial value of the state-independent log-std.
+    """
+
+    act_dim: int
+    hidden: Sequence[int]
+    torso: Torso = PPO_TORSO
+    log_std_init: float = 0.0
+
+    def setup(self) -> None:
+        self.trunk = self.torso.build(self.hidden, None, kernel_init=HIDDEN_INIT)
+        self.policy_head = nn.Dense(self.act_dim, kernel_init=POLICY_OUT_INIT)
+        self.value_head = nn.Dense(1, kernel_init=VALUE_OUT_INIT)
+        self.log_std = self.param("log_std", nn.initializers.constant(self.log_std_init), (self.act_dim,))
+
+    def __call__(self, x: jax.Array) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
+        return self.policy(x), self.value(x)
+
+    def policy(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """``x [..., D] -> (mu [..., act_dim], log_std [..., act_dim])``."""
+        mean = self.policy_head(self.trunk(x))
+        return mean, jnp.broadcast_to(self.log_std, mean.shape)
+
+    def value(self, x: jax.Array) -> jax.Array:
+        """``x [..., D] -> [...]``."""
+        return self.value_head(self.trunk(x))[..., 0]
 
 
 @flax.struct.dataclass
@@ -180,18 +215,33 @@ def make_ppo(
     """
     if cfg.activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {cfg.activation!r}; valid: {', '.join(ACTIVATIONS)}")
-    activation = ACTIVATIONS[cfg.activation]
-    policy_net = TanhGaussianPolicy(act_dim, tuple(cfg.hidden), activation, cfg.log_std_init)
-    value_net = make_value_net(cfg.hidden, activation)
-    policy_apply = policy_net.apply
-    value_apply = lambda p, x: value_net.apply(p, x)[..., 0]
+    hidden, torso = tuple(cfg.hidden), Torso.of(cfg)
+    if cfg.shared_torso:
+        # One parameter tree, kept in PPOParams.policy (PPOParams.value is None): the loss reads it in both slots,
+        # so the torso's gradient is the sum of the policy's and the value's.
+        net = SharedTorsoActorCritic(act_dim, hidden, torso, cfg.log_std_init)
+        policy_apply = functools.partial(net.apply, method=SharedTorsoActorCritic.policy)
+        value_apply = functools.partial(net.apply, method=SharedTorsoActorCritic.value)
+        init_params = lambda key, x: PPOParams(policy=net.init(key, x), value=None)
+        loss_params = lambda params: params._replace(value=params.policy)
+    else:
+        policy_net = TanhGaussianPolicy(act_dim, hidden, torso, cfg.log_std_init)
+        value_net = make_value_net(hidden, torso)
+        policy_apply = policy_net.apply
+        value_apply = lambda p, x: value_net.apply(p, x)[..., 0]
+
+        def init_params(key: jax.Array, x: jax.Array) -> PPOParams:
+            policy_key, value_key = jax.random.split(key)
+            return PPOParams(policy=policy_net.init(policy_key, x), value=value_net.init(value_key, x))
+
+        loss_params = lambda params: params
     optimizer = make_optimizer(cfg, total_updates)
     value_clip = (cfg.clip_range if cfg.value_clip_range is None else cfg.value_clip_range) if cfg.clip_value else None
     loss_fn = functools.partial(
         ppo_loss, policy_apply=policy_apply, value_apply=value_apply, clip_range=cfg.clip_range,
         value_clip_range=value_clip, vf_coef=cfg.vf_coef, ent_coef=cfg.ent_coef,
     )
-    grad_fn = jax.grad(loss_fn, has_aux=True)
+    grad_fn = jax.grad(lambda params, data: loss_fn(loss_params(params), data), has_aux=True)
 
     def inputs(state: PPOState, obs: jax.Array, goal: jax.Array) -> jax.Array:
         obs_n, goal_n = normalizer.preprocess(
@@ -201,9 +251,7 @@ def make_ppo(
         return jnp.concatenate([obs_n, goal_n], axis=-1)
 
     def init(key: jax.Array) -> PPOState:
-        policy_key, value_key = jax.random.split(key)
-        x = jnp.zeros((1, obs_dim + goal_dim))
-        params = PPOParams(policy=policy_net.init(policy_key, x), value=value_net.init(value_key, x))
+        params = init_params(key, jnp.zeros((1, obs_dim + goal_dim)))
         return PPOState(
             params=params,
             opt_state=optimizer.init(params),
@@ -222,7 +270,7 @@ def make_ppo(
         return jnp.tanh(mean)
 
     def value(state: PPOState, obs: jax.Array, goal: jax.Array) -> jax.Array:
-        return value_apply(state.params.value, inputs(state, obs, goal))
+        return value_apply(loss_params(state.params).value, inputs(state, obs, goal))
 
     def prepare(state: PPOState, unroll: Unroll) -> PPOBatch:
         """Values, bootstrapped GAE advantages and value targets of a ``[T, N]`` unroll."""
@@ -308,7 +356,20 @@ def make_ppo(
             **normalizer.summary(state.obs_stats, state.goal_stats, cfg.norm_eps),
         }
 
+    def export(state: PPOState) -> dict:
+        """``greedy``'s weights (``tanh(mu)``: the policy's mean layers under a ``tanh`` head, ``max_u`` 1). Host
+        side."""
+        export_lib.check_exportable(torso)
+        params = state.params.policy["params"]
+        if cfg.shared_torso:
+            layers = export_lib.mlp_layers(params["trunk"], len(hidden), layer_norm=torso.layer_norm, output=False)
+            layers.append(params["policy_head"])
+        else:
+            layers = export_lib.mlp_layers(params["MLP_0"], len(hidden), layer_norm=torso.layer_norm)
+        return export_lib.policy_weights(state.obs_stats, state.goal_stats, layers, torso=torso, max_u=1.0,
+                                         clip_obs=cfg.clip_obs, norm_eps=cfg.norm_eps, norm_clip=cfg.norm_clip)
+
     return OnPolicyAgent(
         init=init, act=act, greedy=greedy, value=value, prepare=prepare, update=update,
-        update_normalizer=update_normalizer, summary=summary, metric_names=METRIC_NAMES,
+        update_normalizer=update_normalizer, summary=summary, metric_names=METRIC_NAMES, export=export,
     )

@@ -6,9 +6,9 @@ import dataclasses
 from typing import Optional, Sequence
 
 from herjax import checks
+from herjax.agents.common import networks
 
 LR_SCHEDULES = ("constant", "linear")
-ACTIVATION_NAMES = ("tanh", "relu", "elu", "swish")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,7 +25,13 @@ class PPOConfig:
 
     Attributes:
         hidden: hidden layer sizes of the policy and of the value MLP.
-        activation: hidden nonlinearity, one of ``ACTIVATIONS``.
+        activation: hidden nonlinearity, a name of ``herjax.agents.common.networks.ACTIVATIONS`` (``ppo2``: tanh).
+        layer_norm: ``Dense -> LayerNorm -> activation`` in every hidden layer of the policy and value networks.
+        network: ``"package.module:ClassName"`` of a flax module used instead of the MLP in the policy and value
+            networks (``herjax.agents.common.networks`` has the contract); ``None``: herjax's MLP.
+        shared_torso: one torso (the hidden layers) with a policy head and a value head, trained by the summed
+            loss (``ppo2``'s ``value_network='shared'``); ``False``: two separate networks (``ppo2``'s default
+            ``value_network='copy'``).
         learning_rate: Adam learning rate (at the start, under ``linear``).
         lr_schedule: ``constant`` or ``linear`` (to 0 at the last update of the run).
         adam_eps: Adam epsilon (``ppo2``: 1e-5).
@@ -50,6 +56,9 @@ class PPOConfig:
 
     hidden: Sequence[int] = (64, 64)
     activation: str = "tanh"
+    layer_norm: bool = False
+    network: Optional[str] = None
+    shared_torso: bool = False
     learning_rate: float = 1e-3
     lr_schedule: str = "linear"
     adam_eps: float = 1e-5
@@ -82,7 +91,7 @@ class PPOConfig:
         checks.check(self.unroll_length % self.n_minibatches == 0, f"{prefix}unroll_length", self.unroll_length,
                      f"a multiple of {prefix}n_minibatches={self.n_minibatches}")
         checks.choice(f"{prefix}lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        checks.choice(f"{prefix}activation", self.activation, tuple(ACTIVATION_NAMES))
+        networks.validate_network_keys(prefix, self)
         checks.positive(prefix, self, ("learning_rate", "clip_range", "clip_obs", "norm_eps", "norm_clip"))
         checks.check(0.0 < self.gamma <= 1.0, f"{prefix}gamma", self.gamma, "in (0, 1]")
         checks.unit_interval(prefix, self, ("gae_lambda",))

@@ -27,10 +27,11 @@ import jax.numpy as jnp
 import optax
 
 from herjax.agents.base import OffPolicyAgent
+from herjax.agents.common import export as export_lib
 from herjax.agents.common import normalizer, optim
 from herjax.agents.common.collectives import pmean
 from herjax.agents.common.config import resolve_clip_return, resolve_gamma
-from herjax.agents.common.networks import DEFAULT_HIDDEN, MLP, DoubleCritic
+from herjax.agents.common.networks import DEFAULT_HIDDEN, DoubleCritic, Torso
 from herjax.agents.common.targets import OnlineAndTarget, soft_update
 from herjax.agents.ddpg.agent import check_inputs, check_transitions
 from herjax.agents.ppo.losses import tanh_gaussian_log_prob
@@ -49,17 +50,19 @@ class SquashedGaussianActor(nn.Module):
         hidden: hidden layer sizes.
         log_std_min: lower clip of ``log_std``.
         log_std_max: upper clip of ``log_std``.
+        torso: the network keys (activation, layer norm, or a custom module in place of the MLP).
     """
 
     act_dim: int
     hidden: Sequence[int] = DEFAULT_HIDDEN
     log_std_min: float = -20.0
     log_std_max: float = 2.0
+    torso: Torso = Torso()
 
     @nn.compact
     def __call__(self, obs: jax.Array, goal: jax.Array) -> tuple[jax.Array, jax.Array]:
         """``[N, obs_dim]``, ``[N, goal_dim]`` normalised -> ``(mu [N, act_dim], log_std [N, act_dim])``."""
-        out = MLP(tuple(self.hidden), 2 * self.act_dim)(jnp.concatenate([obs, goal], axis=-1))
+        out = self.torso.build(self.hidden, 2 * self.act_dim)(jnp.concatenate([obs, goal], axis=-1))
         mean, log_std = jnp.split(out, 2, axis=-1)
         return mean, jnp.clip(log_std, self.log_std_min, self.log_std_max)
 
@@ -221,10 +224,11 @@ def make_sac(cfg: SACConfig, *, obs_dim: int, goal_dim: int, act_dim: int, horiz
     """
     gamma = resolve_gamma(cfg, horizon)
     clip_return = resolve_clip_return(cfg, gamma)
+    hidden, torso = tuple(cfg.hidden), Torso.of(cfg)
     policy_net = SquashedGaussianActor(
-        act_dim=act_dim, hidden=tuple(cfg.hidden), log_std_min=cfg.log_std_min, log_std_max=cfg.log_std_max
+        act_dim=act_dim, hidden=hidden, log_std_min=cfg.log_std_min, log_std_max=cfg.log_std_max, torso=torso
     )
-    critic_net = DoubleCritic(max_u=cfg.max_u, hidden=tuple(cfg.hidden))
+    critic_net = DoubleCritic(max_u=cfg.max_u, hidden=hidden, torso=torso)
     actor_optimizer, critic_optimizer, alpha_optimizer = map(optax.adam, (cfg.pi_lr, cfg.q_lr, cfg.alpha_lr))
     clips = dict(clip_obs=cfg.clip_obs, norm_eps=cfg.norm_eps, norm_clip=cfg.norm_clip)
     policy_sample = functools.partial(sample_policy, policy_apply=policy_net.apply, max_u=cfg.max_u)
@@ -296,7 +300,14 @@ def make_sac(cfg: SACConfig, *, obs_dim: int, goal_dim: int, act_dim: int, horiz
                                                          clip_obs=cfg.clip_obs, axis_name=axis_name, mask=mask)
         return state.replace(obs_stats=obs_stats, goal_stats=goal_stats)
 
+    def export(state: SACState) -> dict:
+        """``greedy``'s weights: the policy MLP cut to its mean outputs, under ``max_u * tanh``. Host side."""
+        export_lib.check_exportable(torso)
+        layers = export_lib.mlp_layers(state.actor["params"]["MLP_0"], len(hidden), layer_norm=torso.layer_norm)
+        return export_lib.policy_weights(state.obs_stats, state.goal_stats, layers, torso=torso, max_u=cfg.max_u,
+                                         out_columns=act_dim, **clips)
+
     return OffPolicyAgent(
         metric_names=METRIC_NAMES, init=init, act=act, greedy=greedy, value=value, update=update,
-        update_normalizer=update_normalizer, end_of_cycle=end_of_cycle, summary=summary,
+        update_normalizer=update_normalizer, end_of_cycle=end_of_cycle, summary=summary, export=export,
     )

@@ -4,8 +4,8 @@ TD3 changes three things in DDPG's update: two critics, each regressed on the sm
 (clipped double Q); target actions smoothed by clipped Gaussian noise; and an actor that steps on every
 ``policy_delay``-th update only, on the first critic. Everything else is DDPG+HER's: the actor and its inputs,
 the exploration, the normaliser and the once-per-cycle Polyak step of every target network. So ``make_td3`` takes
-``act``, ``greedy``, ``end_of_cycle``, ``update_normalizer`` and ``summary`` from ``make_ddpg`` and replaces
-``init``, ``value`` and ``update``. It is used as DDPG is, except that ``update`` needs its key:
+``act``, ``greedy``, ``end_of_cycle``, ``update_normalizer``, ``summary`` and ``export`` from ``make_ddpg`` and
+replaces ``init``, ``value`` and ``update``. It is used as DDPG is, except that ``update`` needs its key:
 
     agent = make_td3(TD3Config(), obs_dim=25, goal_dim=3, act_dim=4, horizon=50)
     state, metrics = jax.jit(agent.update)(agent.init(key), transitions, noise_key)
@@ -25,7 +25,7 @@ from herjax.agents.base import OffPolicyAgent
 from herjax.agents.common import normalizer, optim
 from herjax.agents.common.collectives import pmean
 from herjax.agents.common.config import resolve_clip_return, resolve_gamma
-from herjax.agents.common.networks import Actor, DoubleCritic
+from herjax.agents.common.networks import Actor, DoubleCritic, Torso
 from herjax.agents.common.targets import OnlineAndTarget
 from herjax.agents.ddpg.agent import DDPGState, check_transitions, make_ddpg
 from herjax.agents.ddpg.losses import ActorApply, actor_loss
@@ -129,14 +129,15 @@ def make_td3(cfg: TD3Config, *, obs_dim: int, goal_dim: int, act_dim: int, horiz
 
     Returns:
         An ``OffPolicyAgent`` whose ``update(state, transitions, key, axis_name=None)`` needs its ``key`` (the
-        target smoothing noise); ``act``, ``greedy``, ``end_of_cycle``, ``update_normalizer`` and ``summary`` are
-        DDPG's (``make_ddpg``), which act on a ``TD3State`` as on the ``DDPGState`` it extends.
+        target smoothing noise); ``act``, ``greedy``, ``end_of_cycle``, ``update_normalizer``, ``summary`` and
+        ``export`` are DDPG's (``make_ddpg``), which act on a ``TD3State`` as on the ``DDPGState`` it extends.
     """
     ddpg = make_ddpg(cfg, obs_dim=obs_dim, goal_dim=goal_dim, act_dim=act_dim, horizon=horizon)
     gamma = resolve_gamma(cfg, horizon)
     # The same actor as DDPG's, so that DDPG's greedy and act read these parameters.
-    actor_net = Actor(act_dim=act_dim, max_u=cfg.max_u, hidden=tuple(cfg.hidden))
-    critic_net = DoubleCritic(max_u=cfg.max_u, hidden=tuple(cfg.hidden))
+    torso = Torso.of(cfg)
+    actor_net = Actor(act_dim=act_dim, max_u=cfg.max_u, hidden=tuple(cfg.hidden), torso=torso)
+    critic_net = DoubleCritic(max_u=cfg.max_u, hidden=tuple(cfg.hidden), torso=torso)
     actor_optimizer, critic_optimizer = optax.adam(cfg.pi_lr), optax.adam(cfg.q_lr)
     input_clips = dict(clip_obs=cfg.clip_obs, norm_eps=cfg.norm_eps, norm_clip=cfg.norm_clip)
     q1 = first_critic(critic_net.apply)
