@@ -109,6 +109,9 @@ class TrainConfig:
         alg: algorithm, see ``herjax.algs.names()``; its hyper-parameters are the section it names.
         scale: preset, ``single``, ``paper`` or ``workersN`` (see the module docstring); applied by ``load``.
         seed: seed of the run's PRNG key.
+        num_seeds: train seeds ``seed, seed + 1, ..., seed + num_seeds - 1`` at once, in one compiled program
+            (``jax.vmap`` over the run's state); each seed gets its own run directory ``<run_dir>/seed_<s>``,
+            an ordinary run's (progress, TensorBoard, checkpoints: play, export, init_from and resume work on it).
         total_env_steps: env-step budget; the run does ``ceil(total_env_steps / steps_per_epoch)`` epochs.
             ``None``: per env and family (the env's ``EnvSpec.defaults``, else ``FAMILY_DEFAULTS``).
         num_envs: envs stepped in parallel over all devices; ``None``: the family's default.
@@ -138,6 +141,7 @@ class TrainConfig:
     alg: str = "ddpg_her"
     scale: str = "single"
     seed: int = 0
+    num_seeds: int = 1
     total_env_steps: Optional[int] = None
     num_envs: Optional[int] = None
     n_cycles: Optional[int] = None
@@ -204,7 +208,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     """Checks every field of a resolved config; returns ``cfg``. Raises ``ConfigError`` naming the first bad one."""
     _check_types_and_choices(cfg)
     for name in ("total_env_steps", "num_envs", "n_cycles", "n_test_episodes", "num_devices", "save_every",
-                 "keep_every"):
+                 "keep_every", "num_seeds"):
         value = getattr(cfg, name)
         if value is not None:
             check(value > 0, name, value, "> 0")

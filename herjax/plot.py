@@ -31,7 +31,7 @@ import numpy as np
 from herjax import algs as algs_lib
 from herjax import config as config_lib
 
-IGNORED_KEYS = ("seed", "run_dir") + config_lib.RUN_CONTROL_KEYS
+IGNORED_KEYS = ("seed", "num_seeds", "run_dir") + config_lib.RUN_CONTROL_KEYS
 
 
 class PlotError(ValueError):

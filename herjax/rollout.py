@@ -17,14 +17,14 @@ Each is a pure, jittable function.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional
 
 import chex
 import jax
 import jax.numpy as jnp
 
 from herjax.envs.fetch import FetchEnv, State
-from herjax.envs.wrappers import VecEnv, VecState, finite, reset_where
+from herjax.envs.wrappers import VecEnv, VecState, any_env, finite, reset_where
 from herjax.types import Episodes, EvalMetrics, PolicyFn, PolicyStep, Unroll
 
 
@@ -60,7 +60,8 @@ class _Step(NamedTuple):
 
 
 def collect_episodes(
-    env: FetchEnv, policy_fn: PolicyFn, key: jax.Array, num_envs: int, *, record_physics: bool = False
+    env: FetchEnv, policy_fn: PolicyFn, key: jax.Array, num_envs: int, *, record_physics: bool = False,
+    sync_axis: Optional[str] = None,
 ) -> tuple[Episodes, RolloutInfo]:
     """Runs ``num_envs`` fresh episodes of ``T = env.episode_length`` steps.
 
@@ -71,6 +72,7 @@ def collect_episodes(
         key: PRNG key for the resets and the policy's noise.
         num_envs: static batch size ``B``.
         record_physics: static; also return every step's physical state in ``info.physics``.
+        sync_axis: the vmapped axis of a run's seeds, if any (``herjax.envs.wrappers.any_env``).
 
     Returns:
         ``(episodes, info)``: ``Episodes`` with ``obs [B, T+1, obs_dim]``, ``achieved_goal [B, T+1, goal_dim]``,
@@ -92,7 +94,7 @@ def collect_episodes(
         broken = ~finite(next_state)
         # Resets drawn from a key of their own, so an episode without faults is the same with or without this.
         next_state = jax.lax.cond(
-            jnp.any(broken),
+            any_env(broken, sync_axis),
             lambda s: reset_where(env, broken, s, jax.random.fold_in(step_key, 1)),
             lambda s: s,
             next_state,
@@ -182,6 +184,7 @@ def evaluate(
     value_fn: Callable[[jax.Array, jax.Array, jax.Array], jax.Array],
     key: jax.Array,
     num_episodes: int,
+    sync_axis: Optional[str] = None,
 ) -> EvalMetrics:
     """``num_episodes`` fresh episodes of a deterministic policy, run as one batch.
 
@@ -192,8 +195,9 @@ def evaluate(
             every step (the recorded actions are the policy's own); ``EvalMetrics.mean_q`` is their mean.
         key: PRNG key of the resets.
         num_episodes: static batch size.
+        sync_axis: the vmapped axis of a run's seeds, if any (``herjax.envs.wrappers.any_env``).
     """
-    episodes, info = collect_episodes(env, policy_fn, key, num_episodes)
+    episodes, info = collect_episodes(env, policy_fn, key, num_episodes, sync_axis=sync_axis)
     values = value_fn(episodes.obs[:, : env.episode_length], episodes.desired_goal, episodes.action)
     return EvalMetrics(
         success_rate=jnp.mean(info.is_success),

@@ -63,9 +63,10 @@ import functools
 import math
 import os
 import signal
+import statistics
 import sys
 import time
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 from herjax import config as config_lib
 from herjax.config import ConfigError, TrainConfig
@@ -92,6 +93,11 @@ class TrainResult:
             ``train(..., trainer=result.trainer)`` reuses it for another run of the same computation.
         stopped_by: ``"SIGINT"`` or ``"SIGTERM"`` when a signal ended the run early, else ``None``.
         resumed_from: the checkpoint a resumed run started from (``"latest/3"``), else ``None``.
+        seeds: every seed of the run (``num_seeds`` of them); ``history`` is the first one's.
+        histories: each seed's ``history``, in the order of ``seeds``.
+        run_dirs: each seed's run directory (``run_dir`` itself for a run of one seed).
+
+    With ``num_seeds > 1``, ``state``'s every leaf has a leading seed axis (``seed_state`` takes one seed's).
     """
 
     config: TrainConfig
@@ -101,6 +107,9 @@ class TrainResult:
     trainer: Any
     stopped_by: Optional[str] = None
     resumed_from: Optional[str] = None
+    seeds: list[int] = dataclasses.field(default_factory=list)
+    histories: list[list[dict[str, float]]] = dataclasses.field(default_factory=list)
+    run_dirs: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -112,6 +121,28 @@ def resume_command(run_dir: str) -> str:
     return f"python -m herjax.train resume={run_dir}"
 
 
+def seed_runs(cfg: TrainConfig) -> list[tuple[int, str]]:
+    """``(seed, run directory)`` of each seed of ``cfg``: ``cfg.run_dir`` itself for one seed, else
+    ``<run_dir>/seed_<s>`` for ``s`` in ``seed, ..., seed + num_seeds - 1``."""
+    if cfg.num_seeds == 1:
+        return [(cfg.seed, cfg.run_dir)]
+    return [(s, os.path.join(cfg.run_dir, f"seed_{s}")) for s in range(cfg.seed, cfg.seed + cfg.num_seeds)]
+
+
+def seed_state(state: Any, index: int) -> Any:
+    """Seed ``index``'s state out of a vmapped run's (``num_seeds > 1``) state."""
+    import jax
+
+    return jax.tree.map(lambda x: x[index], state)
+
+
+def _stack(states: list) -> Any:
+    import jax
+    import jax.numpy as jnp
+
+    return states[0] if len(states) == 1 else jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+
+
 def _prepare(cfg_or_overrides: Any, resume: Optional[str]) -> TrainConfig:
     """The resolved config of a new run, or of the run in ``resume`` with the allowed overrides applied. Raises
     ``ConfigError`` or ``CheckpointError`` (one line) before anything is built."""
@@ -121,8 +152,9 @@ def _prepare(cfg_or_overrides: Any, resume: Optional[str]) -> TrainConfig:
             init_from_lib.check_source(cfg)
         return cfg
     saved = ckpt_lib.read_config(resume)
-    if not ckpt_lib.has_checkpoint(resume):
-        raise CheckpointError(f"cannot resume {resume!r}: it has no finished checkpoint in {resume}/checkpoints")
+    for _, run_dir in seed_runs(dataclasses.replace(saved, run_dir=resume)):
+        if not ckpt_lib.has_checkpoint(run_dir):
+            raise CheckpointError(f"cannot resume {resume!r}: it has no finished checkpoint in {run_dir}/checkpoints")
     if cfg_or_overrides is None:
         cfg_or_overrides = []
     if isinstance(cfg_or_overrides, TrainConfig):
@@ -152,11 +184,27 @@ def _same_computation(a: TrainConfig, b: TrainConfig) -> bool:
     )
 
 
-class _Start:
-    """Where a run starts: its state, the host's history, and what the console says about it."""
+class _Start(NamedTuple):
+    """Where a run starts: its state (seeds stacked), each seed's history and best test success, and what the
+    console says about it."""
 
-    def __init__(self, state: Any, history: list, wall_s: float, best: Optional[float], resumed_from: Optional[str]):
-        self.state, self.history, self.wall_s, self.best, self.resumed_from = state, history, wall_s, best, resumed_from
+    state: Any
+    histories: list
+    wall_s: float
+    bests: list
+    resumed_from: Optional[str]
+
+
+@dataclasses.dataclass
+class _Seed:
+    """The host side of one seed: its config and run directory, rows, best test success, logs and checkpoints."""
+
+    config: TrainConfig
+    history: list
+    best: Optional[float]
+    progress: Any
+    checkpointer: Any
+    reached: bool = False  # reached stop_success during this session
 
 
 def compile_cache_dir() -> str:
@@ -203,36 +251,55 @@ def _build(cfg: TrainConfig, trainer: Any) -> Any:
 
 def _start(cfg: TrainConfig, trainer: Any, resume: Optional[str], console: console_lib.Console,
            total_epochs: int) -> _Start:
-    """A fresh state, or the newest readable checkpoint of ``resume`` (dropping the checkpoints after it)."""
+    """A fresh state, or each seed's newest readable checkpoint of ``resume`` (dropping the checkpoints after it;
+    the seeds of a vmapped run restart from the newest epoch they all have)."""
     import jax
 
     env = trainer.env
+    seeds = seed_runs(cfg)
     warn = lambda text: console.line(f"herjax.train: warning: {text}")
     if resume is None:
         # Read (and checked against this run's shapes) before anything is compiled or written.
         source = init_from_lib.load(cfg, ckpt_lib.abstract_state(trainer).agent, warn=warn) if cfg.init_from else None
+        several = f", seeds {seeds[0][0]}..{seeds[-1][0]} in one program" if len(seeds) > 1 else ""
         console.line(f"herjax.train: {cfg.env} ({env.backend}), {cfg.alg}, {total_epochs} epochs of "
-                     f"{trainer.steps_per_epoch:,} env steps, run_dir {cfg.run_dir}")
-        state = trainer.init(jax.random.key(cfg.seed))
+                     f"{trainer.steps_per_epoch:,} env steps{several}, run_dir {cfg.run_dir}")
+        keys = jax.random.key(cfg.seed) if len(seeds) == 1 else jax.vmap(jax.random.key)(
+            jax.numpy.arange(cfg.seed, cfg.seed + len(seeds)))
+        state = trainer.init(keys)
         if source is not None:
-            state = state.replace(agent=init_from_lib.merge(state.agent, source.agent))
+            merged = [init_from_lib.merge((state if len(seeds) == 1 else seed_state(state, i)).agent, source.agent)
+                      for i in range(len(seeds))]
+            state = state.replace(agent=_stack(merged))
             console.line(init_from_lib.describe(source, cfg))
-        return _Start(state, [], 0.0, None, None)
-    state, meta, resumed_from = ckpt_lib.restore(cfg.run_dir, ckpt_lib.abstract_state(trainer), warn=warn)
-    dropped = ckpt_lib.drop_after(cfg.run_dir, int(meta["epoch"]))
-    if dropped:
-        console.line(f"herjax.train: dropped checkpoints newer than {resumed_from}: {', '.join(dropped)}")
-    console.line(f"herjax.train: resuming {cfg.run_dir} from checkpoint {resumed_from} (epoch {int(meta['epoch'])} "
-                 f"of {total_epochs}, {int(meta['env_steps']):,} env steps), {cfg.env} ({env.backend})")
-    history = [dict(row) for row in meta["history"]]
-    return _Start(state, history, float(meta["wall_s"]), meta.get("best_success"), resumed_from)
+        return _Start(state, [[] for _ in seeds], 0.0, [None] * len(seeds), None)
+    abstract = ckpt_lib.abstract_state(trainer)
+    restored = [ckpt_lib.restore(run_dir, abstract, warn=warn) for _, run_dir in seeds]
+    epoch = min(int(meta["epoch"]) for _, meta, _ in restored)
+    for i, (_, run_dir) in enumerate(seeds):
+        if int(restored[i][1]["epoch"]) > epoch:  # a stop between the seeds' saves: go back to the common epoch
+            ckpt_lib.drop_after(run_dir, epoch)
+            restored[i] = ckpt_lib.restore(run_dir, abstract, warn=warn)
+        dropped = ckpt_lib.drop_after(run_dir, epoch)
+        if dropped:
+            console.line(f"herjax.train: dropped checkpoints newer than {restored[i][2]}: {', '.join(dropped)}")
+    meta, resumed_from = restored[0][1], restored[0][2]
+    several = f" ({len(seeds)} seeds)" if len(seeds) > 1 else ""
+    console.line(f"herjax.train: resuming {cfg.run_dir}{several} from checkpoint {resumed_from} (epoch "
+                 f"{int(meta['epoch'])} of {total_epochs}, {int(meta['env_steps']):,} env steps), {cfg.env} "
+                 f"({env.backend})")
+    histories = [[dict(row) for row in m["history"]] for _, m, _ in restored]
+    state = _stack([st for st, _, _ in restored])
+    return _Start(state, histories, float(meta["wall_s"]), [m.get("best_success") for _, m, _ in restored],
+                  resumed_from)
 
 
-def _row(state: Any, metrics: dict, names: Sequence[str], wall_s: float, epoch_s: float, per_epoch: int) -> dict:
-    """One ``progress.csv`` row of an epoch."""
+def _row(epoch: Any, env_steps: Any, metrics: dict, names: Sequence[str], wall_s: float, epoch_s: float,
+         per_epoch: int) -> dict:
+    """One ``progress.csv`` row of an epoch (of one seed)."""
     return {
-        "epoch": int(state.epoch),
-        "env_steps": int(state.env_steps),
+        "epoch": int(epoch),
+        "env_steps": int(env_steps),
         "wall_s": wall_s,
         "epoch_s": epoch_s,
         "steps_per_s": per_epoch / epoch_s,
@@ -257,24 +324,29 @@ def _save(checkpointer: ckpt_lib.Checkpointer, cfg: TrainConfig, state: Any, row
     return best
 
 
-def _finish(log: Optional[Callable[[str], None]], run_dir: str, state: Any, history: list,
-            stopped_by: Optional[str]) -> None:
+def _finish(log: Optional[Callable[[str], None]], run_dir: str, histories: list[list], stopped_by: Optional[str]
+            ) -> None:
     if not log:
         return
+    history = histories[0]
     total = history[-1]["env_steps"] if history else 0
+    several = f" per seed, {len(histories)} seeds" if len(histories) > 1 else ""
     if stopped_by:
-        log(f"herjax.train: stopped by {stopped_by} after epoch {int(state.epoch)} ({total:,} env steps); saved "
+        epoch = history[-1]["epoch"] if history else 0
+        log(f"herjax.train: stopped by {stopped_by} after epoch {epoch} ({total:,} env steps{several}); saved "
             f"the latest checkpoint. Resume with: {resume_command(run_dir)}")
     elif history:
-        best_seen = max(row["test/success_rate"] for row in history)
-        log(f"herjax.train: done, {len(history)} epochs, {total:,} env steps, "
-            f"{console_lib.duration(history[-1]['wall_s'])}, best test success {best_seen:.3f}; wrote {run_dir}")
+        bests = [max(row["test/success_rate"] for row in h) for h in histories]
+        best = (f"best test success {bests[0]:.3f}" if len(bests) == 1 else
+                f"best test success median {statistics.median(bests):.3f} (min {min(bests):.3f}, max {max(bests):.3f})")
+        log(f"herjax.train: done, {len(history)} epochs, {total:,} env steps{several}, "
+            f"{console_lib.duration(history[-1]['wall_s'])}, {best}; wrote {run_dir}")
 
 
-def _interrupted(log: Optional[Callable[[str], None]], run_dir: str) -> None:
+def _interrupted(log: Optional[Callable[[str], None]], run_dir: str, first_seed_dir: str) -> None:
     if not log:
         return
-    saved = ckpt_lib.steps(run_dir, "latest")
+    saved = ckpt_lib.steps(first_seed_dir, "latest")
     if saved:
         log(f"herjax.train: interrupted; the latest checkpoint is epoch {saved[-1]}. Resume with: "
             f"{resume_command(run_dir)}")
@@ -371,17 +443,14 @@ def _run(cfg: TrainConfig, resume: Optional[str], trainer: Any, log: Optional[Ca
     per_epoch = trainer.steps_per_epoch
     total_epochs = -(-cfg.total_env_steps // per_epoch)
     start = _start(cfg, trainer, resume, console, total_epochs)
-    state, history, best = start.state, start.history, start.best
-    config_yaml = config_lib.to_yaml(cfg)
-    logs.write_atomic(os.path.join(cfg.run_dir, "config.yaml"), config_yaml)
-    progress = logs.ProgressLog(cfg.run_dir, PROGRESS_COLUMNS + trainer.epoch_metrics, history, config_yaml)
-    checkpointer = ckpt_lib.Checkpointer(cfg.run_dir)
+    state = start.state
+    seeds = _open_seeds(cfg, trainer, start)
     stopped_by = None
     session_epochs: list[float] = []
     began = time.perf_counter()
     try:
         with console_lib.Signals(handle_signals, console.line) as signals:
-            first_epoch = int(state.epoch)
+            first_epoch = int(jax.numpy.ravel(state.epoch)[0])
             if first_epoch >= total_epochs:
                 console.line(f"herjax.train: {cfg.run_dir} already has {first_epoch} of {total_epochs} epochs; "
                              "nothing to do (raise total_env_steps= to train longer)")
@@ -391,40 +460,79 @@ def _run(cfg: TrainConfig, resume: Optional[str], trainer: Any, log: Optional[Ca
                 state, metrics = console_lib.run_epoch(trainer, state, console, label, _mean_epoch_s(session_epochs))
                 now = time.perf_counter()
                 session_epochs.append(now - epoch_start)
-                row = _row(state, jax.device_get(metrics), trainer.epoch_metrics, start.wall_s + now - began,
-                           now - epoch_start, per_epoch)
-                history.append(row)
-                progress.write(row)
+                metrics, counters = jax.device_get((metrics, (state.epoch, state.env_steps)))
+                rows = []
+                for i, seed in enumerate(seeds):
+                    pick = (lambda x: x) if len(seeds) == 1 else (lambda x, i=i: x[i])
+                    row = _row(pick(counters[0]), pick(counters[1]), {k: pick(v) for k, v in metrics.items()},
+                               trainer.epoch_metrics, start.wall_s + now - began, now - epoch_start, per_epoch)
+                    seed.history.append(row)
+                    seed.progress.write(row)
+                    seed.reached |= cfg.stop_success is not None and row["test/success_rate"] >= cfg.stop_success
+                    rows.append(row)
                 # The first epoch of a process includes compilation: its ETA is an upper bound.
                 eta = _mean_epoch_s(session_epochs) * (total_epochs - epoch)
-                console.line(console_lib.progress_line(row, total_epochs, cfg.total_env_steps, eta,
-                                                       bound=len(session_epochs) == 1))
+                shown = rows[0] if len(rows) == 1 else _median_row(rows)
+                line = console_lib.progress_line(shown, total_epochs, cfg.total_env_steps, eta,
+                                                 bound=len(session_epochs) == 1)
+                if len(rows) > 1:
+                    rates = [r["test/success_rate"] for r in rows]
+                    line += f" | {len(rows)} seeds: test success median, min {min(rates):.3f}, max {max(rates):.3f}"
+                console.line(line)
                 if not _finite(state.agent):
-                    raise NonFiniteError(_non_finite_message(cfg.run_dir, row))
+                    broken = [s for i, s in enumerate(seeds) if len(seeds) == 1 or
+                              not _finite(seed_state(state, i).agent)]
+                    raise NonFiniteError(_non_finite_message(broken[0].config.run_dir, rows[seeds.index(broken[0])]))
                 stop = (
                     signals.received is not None
-                    or (cfg.stop_success is not None and row["test/success_rate"] >= cfg.stop_success)
-                    or (should_stop is not None and should_stop(row))
+                    or all(seed.reached for seed in seeds)
+                    or (should_stop is not None and should_stop(shown))
                 )
                 with signals.protect():
-                    best = _save(checkpointer, cfg, state, row, history, best, last=epoch == total_epochs or stop)
+                    for i, (seed, row) in enumerate(zip(seeds, rows)):
+                        one = state if len(seeds) == 1 else seed_state(state, i)
+                        seed.best = _save(seed.checkpointer, seed.config, one, row, seed.history, seed.best,
+                                          last=epoch == total_epochs or stop)
                 if signals.received is not None:
                     stopped_by = signal.Signals(signals.received).name
                 if stop:
                     break
     except KeyboardInterrupt:
         console.clear()
-        _interrupted(log, cfg.run_dir)
+        _interrupted(log, cfg.run_dir, seeds[0].config.run_dir)
         raise
     except DiskFullError as e:
         raise DiskFullError(f"{e}. Free some space, then: {resume_command(cfg.run_dir)}") from None
     finally:
         console.clear()
-        checkpointer.close()
-        progress.close()
-    _finish(log, cfg.run_dir, state, history, stopped_by)
-    return TrainResult(config=cfg, history=history, state=state, run_dir=cfg.run_dir, trainer=trainer,
-                       stopped_by=stopped_by, resumed_from=start.resumed_from)
+        for seed in seeds:
+            seed.checkpointer.close()
+            seed.progress.close()
+    _finish(log, cfg.run_dir, [seed.history for seed in seeds], stopped_by)
+    return TrainResult(config=cfg, history=seeds[0].history, state=state, run_dir=cfg.run_dir, trainer=trainer,
+                       stopped_by=stopped_by, resumed_from=start.resumed_from, seeds=[s for s, _ in seed_runs(cfg)],
+                       histories=[seed.history for seed in seeds], run_dirs=[seed.config.run_dir for seed in seeds])
+
+
+def _open_seeds(cfg: TrainConfig, trainer: Any, start: _Start) -> list[_Seed]:
+    """Each seed's config, ``config.yaml``, progress log and checkpointer (a vmapped run's config.yaml too)."""
+    seeds = []
+    for (seed, run_dir), history, best in zip(seed_runs(cfg), start.histories, start.bests):
+        one = cfg if cfg.num_seeds == 1 else dataclasses.replace(cfg, seed=seed, num_seeds=1, run_dir=run_dir)
+        os.makedirs(run_dir, exist_ok=True)
+        config_yaml = config_lib.to_yaml(one)
+        logs.write_atomic(os.path.join(run_dir, "config.yaml"), config_yaml)
+        progress = logs.ProgressLog(run_dir, PROGRESS_COLUMNS + trainer.epoch_metrics, history, config_yaml)
+        seeds.append(_Seed(config=one, history=history, best=best, progress=progress,
+                           checkpointer=ckpt_lib.Checkpointer(run_dir)))
+    if cfg.num_seeds > 1:
+        logs.write_atomic(os.path.join(cfg.run_dir, "config.yaml"), config_lib.to_yaml(cfg))
+    return seeds
+
+
+def _median_row(rows: list[dict]) -> dict:
+    """The median over seeds of every column of their rows (one epoch's)."""
+    return {k: float(statistics.median(r[k] for r in rows)) for k in rows[0]}
 
 
 class NonFiniteError(RuntimeError):
@@ -471,12 +579,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         text = (__doc__.split("\n\n")[0] + "\n\nusage: python -m herjax.train [key=value ...]\n"
                 "       python -m herjax.train resume=RUN_DIR [total_env_steps=N stop_success=X save_every=N "
                 "keep_every=N compile_cache=B]\n"
-                "       python -m herjax.train init_from=RUN_DIR[@latest] [key=value ...]\n\n" + config_lib.usage())
+                "       python -m herjax.train init_from=RUN_DIR[@latest] [key=value ...]\n"
+                "       python -m herjax.train -m key=a,b key2=range(0,3) [run_dir=ROOT hydra/launcher=submitit_slurm "
+                "...]   a grid (herjax.runs.grid)\n\n" + config_lib.usage())
         try:
             print(text, flush=True)
         except BrokenPipeError:  # e.g. piped into head
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    if any(a in ("-m", "--multirun") for a in argv):  # a grid: Hydra's sweep syntax and launchers
+        from herjax.runs import grid
+
+        return grid.main([a for a in argv if a not in ("-m", "--multirun")])
     resume = None
     overrides = []
     for arg in argv:

@@ -9,7 +9,7 @@ or an update.
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +34,19 @@ def _select(mask: jax.Array, new, old):
     unselected side holds, NaN included, never reaches the result)."""
     pick = lambda n, o: jnp.where(mask.reshape((-1,) + (1,) * (o.ndim - 1)), n, o)
     return jax.tree.map(pick, new, old)
+
+
+def any_env(mask: jax.Array, sync_axis: Optional[str] = None) -> jax.Array:
+    """Whether any entry of ``mask`` is True: ``[]`` bool, the predicate of the rollouts' ``lax.cond`` reset passes.
+
+    With ``sync_axis`` (the ``jax.vmap`` axis of a run's seeds, ``herjax.loops.sharding.SEEDS``) it is also taken
+    over every seed: a predicate that varies along a vmapped axis turns ``lax.cond`` into a select that runs the
+    reset pass on every step; one shared across the axis keeps it a branch.
+    """
+    hit = jnp.any(mask)
+    if sync_axis is None:
+        return hit
+    return jax.lax.psum(hit.astype(jnp.int32), sync_axis) > 0
 
 
 def reset_where(env: FetchEnv, mask: jax.Array, state: State, key: jax.Array) -> State:
@@ -76,8 +89,10 @@ class VecEnv(NamedTuple):
     num_envs: int
 
 
-def vec(env: FetchEnv, num_envs: int) -> VecEnv:
+def vec(env: FetchEnv, num_envs: int, sync_axis: Optional[str] = None) -> VecEnv:
     """Batches ``env`` over ``num_envs`` with auto-reset after ``env.episode_length`` steps.
+
+    ``sync_axis``: the vmapped axis of a run's seeds, if any (``any_env``).
 
     Every reset draws a fresh object position and goal from its own key (never a cached first state), so HER
     sees as many goals as episodes. An env whose step leaves it non-finite (``finite``) is reset at once too; its
@@ -110,7 +125,7 @@ def vec(env: FetchEnv, num_envs: int) -> VecEnv:
         key, key_reset = jax.random.split(vstate.key)
         # Envs usually end together, so the reset pass runs only on the steps that end episodes.
         state = jax.lax.cond(
-            jnp.any(truncated), lambda s: reset_where(env, truncated, s, key_reset), lambda s: s, stepped
+            any_env(truncated, sync_axis), lambda s: reset_where(env, truncated, s, key_reset), lambda s: s, stepped
         )
         # A broken step's episode ends at its last finite observation.
         final_obs, final_info = _select(broken, (vstate.env.obs, vstate.env.info), (stepped.obs, stepped.info))

@@ -103,6 +103,7 @@ def evaluate(
     num_episodes: int,
     axis_name: Optional[str],
     per_device_key: bool,
+    sync_axis: Optional[str] = None,
 ) -> EvalMetrics:
     """``num_episodes`` fresh deterministic episodes on this device (``rollout.evaluate``), averaged over devices.
 
@@ -115,11 +116,13 @@ def evaluate(
         num_episodes: static, this device's episodes.
         axis_name: the device axis.
         per_device_key: draw this device's resets from its own key (else from ``key`` itself).
+        sync_axis: the vmapped axis of the run's seeds inside ``run_epoch``, if any (``wrappers.any_env``).
     """
     if per_device_key:
         key = sharding.device_key(key, axis_name)
     greedy = lambda obs, goal, key: agent.greedy(agent_state, obs, goal)
-    return pmean(rollout.evaluate(env, greedy, functools.partial(value, agent_state), key, num_episodes), axis_name)
+    metrics = rollout.evaluate(env, greedy, functools.partial(value, agent_state), key, num_episodes, sync_axis)
+    return pmean(metrics, axis_name)
 
 
 def run_epoch(
@@ -173,17 +176,26 @@ def compile_run(
     test: Callable[[Any, jax.Array], EvalMetrics],
     learn: Callable[..., tuple[Any, dict]],
     learn_specs: tuple,
+    num_seeds: int = 1,
 ) -> dict[str, Callable]:
     """``init``, ``run_epoch``, ``evaluate`` and ``learn`` of one device's share, compiled over ``mesh``.
 
     ``init`` and ``epoch`` see the state's field ``per_device`` without its device axis; every other field, the
-    agent's state and the metrics are replicated.
+    agent's state and the metrics are replicated. With ``num_seeds > 1``, ``init`` takes ``[num_seeds]`` keys and
+    ``run_epoch`` runs every seed's epoch at once (``jax.vmap`` over axis ``sharding.SEEDS``, outside the device
+    axis): every leaf of the state and of the metrics has a leading seed axis. ``evaluate`` and ``learn`` stay
+    those of one seed (its state is the seed's slice).
     """
-    spec = TrainState(agent=P(), key=P(), env_steps=P(), episodes=P(), epoch=P(), **{per_device: P(sharding.AXIS)})
-    init_sharded = sharding.shard(sharding.add_device_axis(init, per_device), mesh, in_specs=P(), out_specs=spec)
-    epoch_sharded = sharding.shard(
-        sharding.strip_device_axis(epoch, per_device), mesh, in_specs=(spec,), out_specs=(spec, P())
-    )
+    batched = num_seeds > 1
+    per_device_spec = P(None, sharding.AXIS) if batched else P(sharding.AXIS)
+    spec = TrainState(agent=P(), key=P(), env_steps=P(), episodes=P(), epoch=P(), **{per_device: per_device_spec})
+    init_one = sharding.add_device_axis(init, per_device)
+    epoch_one = sharding.strip_device_axis(epoch, per_device)
+    if batched:
+        init_one = jax.vmap(init_one)
+        epoch_one = jax.vmap(epoch_one, axis_name=sharding.SEEDS)
+    init_sharded = sharding.shard(init_one, mesh, in_specs=P(), out_specs=spec)
+    epoch_sharded = sharding.shard(epoch_one, mesh, in_specs=(spec,), out_specs=(spec, P()))
     test_sharded = sharding.shard(test, mesh, in_specs=(P(), P()), out_specs=P())
     learn_sharded = sharding.shard(learn, mesh, in_specs=learn_specs, out_specs=(P(), P()))
     return dict(

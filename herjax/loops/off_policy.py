@@ -48,6 +48,7 @@ def train_cycle(
     future_p: float,
     axis_name: Optional[str] = None,
     per_device_keys: bool = False,
+    sync_axis: Optional[str] = None,
 ) -> tuple[TrainState, dict]:
     """One baselines cycle on this device: collect, store, normalise, ``n_batches`` updates, end of cycle.
 
@@ -64,6 +65,7 @@ def train_cycle(
         axis_name: the device axis (inside ``shard_map``), or ``None``.
         per_device_keys: draw this device's randomness from its own keys (several devices); one device keeps
             the replicated keys, so its numbers equal a run without ``shard_map``.
+        sync_axis: the vmapped axis of the run's seeds, if any (``herjax.envs.wrappers.any_env``).
 
     Returns:
         ``(ts, metrics)``: ``success_rate`` of the collected episodes and each of ``agent.metric_names``, means
@@ -77,7 +79,7 @@ def train_cycle(
         )
     acting = ts.agent
     explore = lambda obs, goal, key: agent.act(acting, obs, goal, key)
-    episodes, info = collect_episodes(env, explore, collect_key, num_envs)
+    episodes, info = collect_episodes(env, explore, collect_key, num_envs, sync_axis=sync_axis)
     # An episode whose env turned non-finite (and was reset mid-way) is neither stored nor normalised: the kept
     # episodes go first (a stable sort, so without faults nothing moves), then only they are read.
     kept = info.resets == 0
@@ -169,23 +171,24 @@ def make_train(cfg: Any, env: FetchEnv, *, make_agent: Callable[..., OffPolicyAg
         replay_k=section.replay_k,
     )
     axis, per_device_keys = sharding.axis_name(num_devices), num_devices > 1
+    seeds = sharding.SEEDS if cfg.num_seeds > 1 else None
     cycle = functools.partial(
         train_cycle, env=env, agent=agent, buffer=buffer, num_envs=cfg.num_envs // num_devices,
         n_batches=section.n_batches, batch_size=section.batch_size // num_devices,
         replay_strategy=section.replay_strategy, future_p=future_p_from_replay_k(section.replay_k), axis_name=axis,
-        per_device_keys=per_device_keys,
+        per_device_keys=per_device_keys, sync_axis=seeds,
     )
     test = functools.partial(
         common.evaluate, env=env, agent=agent, value=flat_value(agent),
         num_episodes=cfg.n_test_episodes // num_devices, axis_name=axis, per_device_key=per_device_keys,
     )
     epoch = functools.partial(
-        common.run_epoch, cycle=cycle, n_cycles=cfg.n_cycles, evaluate=test, agent=agent,
-        train_success=lambda cycles: jnp.mean(cycles["success_rate"]),
+        common.run_epoch, cycle=cycle, n_cycles=cfg.n_cycles, evaluate=functools.partial(test, sync_axis=seeds),
+        agent=agent, train_success=lambda cycles: jnp.mean(cycles["success_rate"]),
     )
     init = functools.partial(init_state, agent=agent, buffer=buffer)
     compiled = common.compile_run(
-        mesh, "buffer", init=init, epoch=epoch, test=test,
+        mesh, "buffer", init=init, epoch=epoch, test=test, num_seeds=cfg.num_seeds,
         learn=functools.partial(learn, agent=agent, axis_name=axis, per_device_keys=per_device_keys),
         learn_specs=(P(), P(sharding.AXIS), P()),
     )

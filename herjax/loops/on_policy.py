@@ -110,7 +110,8 @@ def make_train(cfg: Any, env: FetchEnv, *, make_agent: Callable[..., OnPolicyAge
     total_updates = n_epochs * cfg.n_cycles * section.n_epochs * section.n_minibatches
     agent = make_agent(section, obs_dim=env.obs_dim, goal_dim=env.goal_dim, act_dim=env.action_dim,
                        total_updates=total_updates)
-    venv = vec(env, cfg.num_envs // num_devices)
+    seeds = sharding.SEEDS if cfg.num_seeds > 1 else None
+    venv = vec(env, cfg.num_envs // num_devices, sync_axis=seeds)
     axis = sharding.axis_name(num_devices)
     step = functools.partial(iteration, venv=venv, agent=agent, unroll_length=section.unroll_length, axis_name=axis)
     test = functools.partial(
@@ -118,11 +119,12 @@ def make_train(cfg: Any, env: FetchEnv, *, make_agent: Callable[..., OnPolicyAge
         num_episodes=cfg.n_test_episodes // num_devices, axis_name=axis, per_device_key=True,
     )
     epoch = functools.partial(
-        common.run_epoch, cycle=step, n_cycles=cfg.n_cycles, evaluate=test, agent=agent, train_success=train_success,
+        common.run_epoch, cycle=step, n_cycles=cfg.n_cycles, evaluate=functools.partial(test, sync_axis=seeds),
+        agent=agent, train_success=train_success,
     )
     init = functools.partial(init_state, venv=venv, agent=agent, axis_name=axis)
     compiled = common.compile_run(
-        mesh, "env", init=init, epoch=epoch, test=test,
+        mesh, "env", init=init, epoch=epoch, test=test, num_seeds=cfg.num_seeds,
         learn=functools.partial(learn, agent=agent, axis_name=axis), learn_specs=(P(), P(None, sharding.AXIS), P()),
     )
     return common.Trainer(

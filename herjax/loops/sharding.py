@@ -14,6 +14,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 AXIS = "devices"
+# The ``jax.vmap`` axis of a run's seeds (``num_seeds``): one compiled program trains them all.
+SEEDS = "seeds"
 
 
 def make_mesh(num_devices: int) -> Mesh:

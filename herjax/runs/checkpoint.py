@@ -129,8 +129,13 @@ def _from_saveable(tree: Any, abstract: Any) -> Any:
 
 
 def abstract_state(trainer: Any) -> Any:
-    """The shapes and dtypes of ``trainer.init``'s state, computed without allocating it."""
-    return jax.eval_shape(trainer.init, jax.random.key(0))
+    """The shapes and dtypes of one seed's state of ``trainer.init`` (what a checkpoint holds; a vmapped run of
+    ``num_seeds`` saves each seed's on its own), computed without allocating it."""
+    num_seeds = getattr(trainer.config, "num_seeds", 1)
+    if num_seeds == 1:
+        return jax.eval_shape(trainer.init, jax.random.key(0))
+    stacked = jax.eval_shape(trainer.init, jax.random.split(jax.random.key(0), num_seeds))
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), stacked)
 
 
 def _restore_target(abstract: Any) -> Any:
@@ -566,6 +571,10 @@ def load_run(run_dir: str, checkpoint: str = "best", *, backend: Optional[str] =
     if checkpoint not in ("best", "latest"):
         raise CheckpointError(f"bad checkpoint {checkpoint!r}: expected best or latest")
     cfg = read_config(run_dir)
+    if cfg.num_seeds > 1:
+        first = os.path.join(run_dir, f"seed_{cfg.seed}")
+        raise CheckpointError(f"{run_dir!r} holds {cfg.num_seeds} seeds, each a run of its own: name one, e.g. "
+                              f"{first}")
     if backend is not None:
         cfg = dataclasses.replace(cfg, backend=backend)
     env = envs.make(cfg.env, backend=cfg.backend)
