@@ -93,6 +93,21 @@ def goal_distance(goal_a: jax.Array, goal_b: jax.Array) -> jax.Array:
     return jnp.linalg.norm(goal_a - goal_b, axis=-1)
 
 
+def distance_reward(achieved_goal: jax.Array, desired_goal: jax.Array, threshold: float, reward_type: str
+                    ) -> jax.Array:
+    """gymnasium-robotics' goal reward: sparse ``-(d > threshold)`` or dense ``-d``; ``[..., g] -> [...]``."""
+    d = goal_distance(achieved_goal, desired_goal)
+    if reward_type == "sparse":
+        return -(d > threshold).astype(d.dtype)
+    return -d
+
+
+def distance_success(achieved_goal: jax.Array, desired_goal: jax.Array, threshold: float) -> jax.Array:
+    """``d < threshold`` as a float; ``[..., g] -> [...]``."""
+    d = goal_distance(achieved_goal, desired_goal)
+    return (d < threshold).astype(d.dtype)
+
+
 class FetchEnv:
     """A Fetch task: pure ``reset(key)``, ``step(state, action)`` and ``compute_reward(ag, g)`` of one env.
 
@@ -149,14 +164,10 @@ class FetchEnv:
 
     def compute_reward(self, achieved_goal: jax.Array, desired_goal: jax.Array) -> jax.Array:
         """Sparse ``-(d > threshold)`` or dense ``-d``; batched over any leading shape ``[..., 3]`` -> ``[...]``."""
-        d = goal_distance(achieved_goal, desired_goal)
-        if self.config.reward_type == "sparse":
-            return -(d > self.distance_threshold).astype(d.dtype)
-        return -d
+        return distance_reward(achieved_goal, desired_goal, self.distance_threshold, self.config.reward_type)
 
     def is_success(self, achieved_goal: jax.Array, desired_goal: jax.Array) -> jax.Array:
-        d = goal_distance(achieved_goal, desired_goal)
-        return (d < self.distance_threshold).astype(d.dtype)
+        return distance_success(achieved_goal, desired_goal, self.distance_threshold)
 
     def observe(self, sensordata: jax.Array, desired_goal: jax.Array) -> dict[str, jax.Array]:
         """The original ``_get_obs`` from the sensors; batched over leading dims."""

@@ -28,7 +28,7 @@ import mujoco
 import numpy as np
 
 from herjax.envs import physics as physics_lib
-from herjax.envs.fetch import REWARD_TYPES, State, goal_distance
+from herjax.envs.fetch import REWARD_TYPES, State, distance_reward, distance_success
 from herjax.envs.physics import PhysState
 
 ModelSource = Union[str, "os.PathLike[str]", mujoco.MjModel, mujoco.MjSpec]
@@ -131,15 +131,11 @@ class MujocoGoalEnv:
 
     def compute_reward(self, achieved_goal: jax.Array, desired_goal: jax.Array) -> jax.Array:
         """Sparse ``-(d > threshold)`` or dense ``-d``; ``[..., goal_dim] -> [...]``."""
-        d = goal_distance(achieved_goal, desired_goal)
-        if self.task.reward_type == "sparse":
-            return -(d > self.distance_threshold).astype(d.dtype)
-        return -d
+        return distance_reward(achieved_goal, desired_goal, self.distance_threshold, self.task.reward_type)
 
     def is_success(self, achieved_goal: jax.Array, desired_goal: jax.Array) -> jax.Array:
         """``d < threshold`` as a float; ``[..., goal_dim] -> [...]``."""
-        d = goal_distance(achieved_goal, desired_goal)
-        return (d < self.distance_threshold).astype(d.dtype)
+        return distance_success(achieved_goal, desired_goal, self.distance_threshold)
 
     def goal_position(self, goal: jax.Array) -> jax.Array:
         """Where ``herjax.play`` draws ``goal [..., goal_dim]``: ``[..., 3]``."""
