@@ -115,3 +115,21 @@ def test_ppo_trains_seeds_in_one_program(tmp_path):
     assert [len(h) for h in result.histories] == [2, 2]
     assert all(np.isfinite(v) for h in result.histories for k, v in h[-1].items() if k.endswith("_loss"))
     assert rows(result.run_dirs[0]) != rows(result.run_dirs[1])
+
+
+def test_the_reset_pass_stays_a_branch_under_vmap():
+    """The rollouts reset envs under ``lax.cond`` (a C-engine callback). Under ``jax.vmap`` a predicate that varies
+    per seed would turn it into a select that runs the reset pass on every step; the predicate is shared across the
+    seeds (``wrappers.any_env``), so the vmapped epoch keeps as many real branches as a solo one."""
+    import re
+
+    from herjax import config, envs
+
+    counts = []
+    for n in (1, 2):
+        cfg = config.load(SMALL + ["n_cycles=1", f"num_seeds={n}", "run_dir=unused"])
+        trainer = loops.make_train(cfg, envs.make(cfg.env))
+        keys = jax.random.key(0) if n == 1 else jax.random.split(jax.random.key(0), n)
+        text = str(jax.make_jaxpr(trainer.run_epoch)(jax.eval_shape(trainer.init, keys)))
+        counts.append(len(re.findall(r"\bcond\[", text)))
+    assert counts[0] >= 2 and counts[1] == counts[0], counts
