@@ -211,7 +211,7 @@ class Checkpointer:
             manager.delete(epoch)
         saveable = _to_saveable(state)
         args = ocp.args.Composite(state=ocp.args.PyTreeSave(saveable), meta=ocp.args.JsonSave(meta))
-        step_dir = os.path.join(checkpoint_dir(self.run_dir, kind), str(epoch))
+        where = step_dir(self.run_dir, kind, epoch)
         _quiet_failed_io()
         # orbax's writer threads log their failures with a traceback before the save raises; the save's own error
         # is what is reported (one line for a full disk), so those logs are held back.
@@ -220,7 +220,7 @@ class Checkpointer:
                 warnings.simplefilter("ignore")
                 manager.save(epoch, args=args, force=True)
             manager.wait_until_finished()
-            _write_checksums(step_dir)
+            _write_checksums(where)
         except Exception as e:  # noqa: BLE001 -- only a full disk is translated; anything else goes on up
             if not out_of_space(e):
                 raise
@@ -259,7 +259,7 @@ def drop_after(run_dir: str, epoch: int) -> list[str]:
     for kind in KINDS:
         for step in steps(run_dir, kind):
             if step > epoch:
-                shutil.rmtree(os.path.join(checkpoint_dir(run_dir, kind), str(step)))
+                shutil.rmtree(step_dir(run_dir, kind, step))
                 dropped.append(f"{kind}/{step}")
     return dropped
 
@@ -369,33 +369,47 @@ def _check_fits(state_dir: str, target: Any, where: str) -> None:
         )
 
 
-def _restore_step(run_dir: str, kind: str, step: int, abstract: Any) -> tuple[Any, dict]:
+def step_dir(run_dir: str, kind: str, step: int) -> str:
+    """The folder of one finished step."""
+    return os.path.join(checkpoint_dir(run_dir, kind), str(step))
+
+
+def _open_step(run_dir: str, kind: str, step: int) -> tuple[str, dict]:
+    """A finished step's folder, its checksums verified, and its ``meta`` (which must be of epoch ``step``)."""
     import orbax.checkpoint as ocp
 
     _quiet_orbax()
-    path = os.path.abspath(os.path.join(checkpoint_dir(run_dir, kind), str(step)))
+    path = os.path.abspath(step_dir(run_dir, kind, step))
     verify(path)
-    target = _restore_target(abstract)
-    _check_fits(os.path.join(path, "state"), target, f"{kind}/{step}")
     # Plain checkpointers, not a manager: a manager closed after a failed read leaves asyncio noise on stderr.
     with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as checkpointer:
         meta = dict(checkpointer.restore(os.path.join(path, "meta"), args=ocp.args.JsonRestore()))
     if int(meta.get("epoch", -1)) != step:
         raise CheckpointError(f"{kind}/{step} holds epoch {meta.get('epoch')!r}")
+    return path, meta
+
+
+def _read_state(path: str, target: Any, *, partial: bool = False) -> Any:
+    """The arrays of ``target`` (``_restore_target``'s) from a step folder's ``state``; ``partial``: ``target`` names
+    only some of its fields."""
+    import orbax.checkpoint as ocp
+
     restore_args = ocp.checkpoint_utils.construct_restore_args(target)
     with ocp.PyTreeCheckpointer() as checkpointer:
-        restored = checkpointer.restore(
-            os.path.join(path, "state"), args=ocp.args.PyTreeRestore(target, restore_args=restore_args)
+        return checkpointer.restore(
+            os.path.join(path, "state"),
+            args=ocp.args.PyTreeRestore(target, restore_args=restore_args, partial_restore=partial),
         )
-    state = _from_saveable(restored, abstract)
+
+
+def _restore_step(run_dir: str, kind: str, step: int, abstract: Any) -> tuple[Any, dict]:
+    path, meta = _open_step(run_dir, kind, step)
+    target = _restore_target(abstract)
+    _check_fits(os.path.join(path, "state"), target, f"{kind}/{step}")
+    state = _from_saveable(_read_state(path, target), abstract)
     if int(state.epoch) != step:
         raise CheckpointError(f"{kind}/{step} holds a state of epoch {int(state.epoch)}")
     return state, meta
-
-
-def step_dir(run_dir: str, kind: str, step: int) -> str:
-    """The folder of one finished step."""
-    return os.path.join(checkpoint_dir(run_dir, kind), str(step))
 
 
 def restore_field(run_dir: str, kind: str, step: int, field: str, abstract: Any) -> tuple[Any, dict]:
@@ -414,22 +428,8 @@ def restore_field(run_dir: str, kind: str, step: int, field: str, abstract: Any)
         ``(tree, meta)``, ``tree`` with ``abstract``'s structure. Raises ``CheckpointError`` or orbax's error for a
         damaged step.
     """
-    import orbax.checkpoint as ocp
-
-    _quiet_orbax()
-    path = os.path.abspath(step_dir(run_dir, kind, step))
-    verify(path)
-    with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as checkpointer:
-        meta = dict(checkpointer.restore(os.path.join(path, "meta"), args=ocp.args.JsonRestore()))
-    if int(meta.get("epoch", -1)) != step:
-        raise CheckpointError(f"{kind}/{step} holds epoch {meta.get('epoch')!r}")
-    target = {field: _restore_target(abstract)}
-    restore_args = ocp.checkpoint_utils.construct_restore_args(target)
-    with ocp.PyTreeCheckpointer() as checkpointer:
-        restored = checkpointer.restore(
-            os.path.join(path, "state"),
-            args=ocp.args.PyTreeRestore(target, restore_args=restore_args, partial_restore=True),
-        )
+    path, meta = _open_step(run_dir, kind, step)
+    restored = _read_state(path, {field: _restore_target(abstract)}, partial=True)
     return _from_saveable(restored[field], abstract), meta
 
 
