@@ -36,15 +36,19 @@ FORMAT = "herjax-policy-v1"
 LAYER_NORM_EPS = 1e-6  # flax.linen.LayerNorm's default, which networks.MLP uses
 
 
-def mlp_layers(params: Mapping[str, Any], n_hidden: int, *, layer_norm: bool, output: bool = True) -> list[dict]:
+def mlp_layers(params: Mapping[str, Any], n_hidden: int, torso: Torso, *, name: str = "MLP_0",
+               output: bool = True) -> list[dict]:
     """The layers of a ``networks.MLP``'s parameters, in order: ``[{kernel, bias[, ln_scale, ln_bias]}]``.
 
     Args:
-        params: the MLP's own parameter dict (``Dense_0`` ... and ``LayerNorm_0`` ...).
+        params: the parameter dict holding the MLP under ``name``.
         n_hidden: its number of hidden layers.
-        layer_norm: whether it has a ``LayerNorm`` per hidden layer.
+        torso: the network keys it was built with; a custom ``network`` raises ``ExportError`` (one line).
+        name: the MLP's name in ``params`` (``MLP_0`` as a compact submodule).
         output: whether it has an output layer (``out_dim`` not ``None``).
     """
+    check_exportable(torso)
+    params, layer_norm = params[name], torso.layer_norm
     layers = []
     for i in range(n_hidden + int(output)):
         dense = params[f"Dense_{i}"]
@@ -81,8 +85,8 @@ def policy_weights(
     Args:
         obs_stats: observation statistics, size ``obs_dim``.
         goal_stats: goal statistics, size ``goal_dim``.
-        layers: ``mlp_layers``' list, the last one linear.
-        torso: the network keys (``activation``, ``layer_norm``); a custom ``network`` raises ``ExportError``.
+        layers: ``mlp_layers``' list (which refuses a custom ``network``), the last one linear.
+        torso: the network keys (``activation``).
         max_u: the action bound of the ``tanh`` head.
         clip_obs: raw input clip.
         norm_eps: the normaliser's std floor.
@@ -90,7 +94,6 @@ def policy_weights(
         out_columns: keep only the first this many outputs of the last layer (SAC: the mean of ``[mean,
             log_std]``); ``None`` keeps all.
     """
-    check_exportable(torso)
     f32 = lambda x: np.asarray(x, np.float32)
     # Compiled, as greedy computes them: XLA fuses ``sumsq / count - mean^2`` (an FMA), and where the variance
     # cancels (a coordinate that barely moves) op-by-op arithmetic gives a std up to ~1e-5 relative away from it.

@@ -253,8 +253,7 @@ def make_ddpg(cfg: DDPGConfig, *, obs_dim: int, goal_dim: int, act_dim: int, hor
 
     def export(state: DDPGState) -> dict:
         """``greedy``'s weights (the online actor's; ``herjax.agents.common.export``). Host side."""
-        export_lib.check_exportable(torso)
-        layers = export_lib.mlp_layers(state.actor.online["params"]["MLP_0"], len(hidden), layer_norm=torso.layer_norm)
+        layers = export_lib.mlp_layers(state.actor.online["params"], len(hidden), torso)
         return export_lib.policy_weights(state.obs_stats, state.goal_stats, layers, torso=torso, max_u=cfg.max_u,
                                          **input_clips)
 

@@ -61,7 +61,7 @@ from herjax.agents.base import OnPolicyAgent
 from herjax.agents.common import export as export_lib
 from herjax.agents.common import normalizer
 from herjax.agents.common.collectives import pmean
-from herjax.agents.common.networks import ACTIVATIONS, Torso
+from herjax.agents.common.networks import ACTIVATIONS, Torso, activation_fn  # noqa: F401 (ACTIVATIONS: re-exported)
 from herjax.agents.ppo.config import LR_SCHEDULES, PPOConfig
 from herjax.agents.ppo.losses import (
     LossInputs,
@@ -213,8 +213,7 @@ def make_ppo(
         act_dim: action size (actions lie in ``(-1, 1)``).
         total_updates: gradient steps of the whole run, for ``lr_schedule='linear'``.
     """
-    if cfg.activation not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {cfg.activation!r}; valid: {', '.join(ACTIVATIONS)}")
+    activation_fn(cfg.activation)  # a bad name fails here, not at the first call of a network
     hidden, torso = tuple(cfg.hidden), Torso.of(cfg)
     if cfg.shared_torso:
         # One parameter tree, kept in PPOParams.policy (PPOParams.value is None): the loss reads it in both slots,
@@ -359,13 +358,12 @@ def make_ppo(
     def export(state: PPOState) -> dict:
         """``greedy``'s weights (``tanh(mu)``: the policy's mean layers under a ``tanh`` head, ``max_u`` 1). Host
         side."""
-        export_lib.check_exportable(torso)
         params = state.params.policy["params"]
         if cfg.shared_torso:
-            layers = export_lib.mlp_layers(params["trunk"], len(hidden), layer_norm=torso.layer_norm, output=False)
+            layers = export_lib.mlp_layers(params, len(hidden), torso, name="trunk", output=False)
             layers.append(params["policy_head"])
         else:
-            layers = export_lib.mlp_layers(params["MLP_0"], len(hidden), layer_norm=torso.layer_norm)
+            layers = export_lib.mlp_layers(params, len(hidden), torso)
         return export_lib.policy_weights(state.obs_stats, state.goal_stats, layers, torso=torso, max_u=1.0,
                                          clip_obs=cfg.clip_obs, norm_eps=cfg.norm_eps, norm_clip=cfg.norm_clip)
 

@@ -302,8 +302,7 @@ def make_sac(cfg: SACConfig, *, obs_dim: int, goal_dim: int, act_dim: int, horiz
 
     def export(state: SACState) -> dict:
         """``greedy``'s weights: the policy MLP cut to its mean outputs, under ``max_u * tanh``. Host side."""
-        export_lib.check_exportable(torso)
-        layers = export_lib.mlp_layers(state.actor["params"]["MLP_0"], len(hidden), layer_norm=torso.layer_norm)
+        layers = export_lib.mlp_layers(state.actor["params"], len(hidden), torso)
         return export_lib.policy_weights(state.obs_stats, state.goal_stats, layers, torso=torso, max_u=cfg.max_u,
                                          out_columns=act_dim, **clips)
 
