@@ -15,6 +15,8 @@ Everything herjax needs is the ``EnvSpec`` at the bottom: built by ``herjax.envs
 three task functions, so it runs on both engines (C MuJoCo on the CPU, MJX on a GPU).
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 
@@ -74,7 +76,7 @@ TASK = herjax.envs.GoalTask(
 
 def make_point_room(backend: str = "auto", reward_type: str = "sparse") -> herjax.envs.MujocoGoalEnv:
     """The env; ``reward_type`` ``sparse`` (``-(d > 0.05)``) or ``dense`` (``-d``)."""
-    task = TASK if reward_type == "sparse" else TASK.__class__(**{**TASK.__dict__, "reward_type": reward_type})
+    task = dataclasses.replace(TASK, reward_type=reward_type)
     return herjax.envs.MujocoGoalEnv(XML, task, backend=backend, n_substeps=5, episode_length=50)
 
 

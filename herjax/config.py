@@ -83,18 +83,18 @@ def scale_preset(scale: str) -> dict[str, Any]:
 
 FAMILY_DEFAULTS = {
     # The loop knobs' defaults per family, for an env whose ``EnvSpec.defaults`` does not set them (the Fetch tasks
-    # set n_cycles and total_env_steps: ``herjax.envs._FETCH_BUDGETS``). num_envs; then n_cycles and
-    # n_test_episodes as functions of num_envs; then the budget.
+    # set n_cycles and total_env_steps: ``herjax.envs._FETCH_BUDGETS``). A knob is a value or a function of the
+    # resolved num_envs.
     "off_policy": dict(
         num_envs=2,
-        n_cycles=lambda num_envs: 50,
+        n_cycles=50,
         n_test_episodes=lambda num_envs: 10 * num_envs,
         total_env_steps=100_000,
     ),
     "on_policy": dict(
         num_envs=32,
-        n_cycles=lambda num_envs: 2,
-        n_test_episodes=lambda num_envs: 50,
+        n_cycles=2,
+        n_test_episodes=50,
         total_env_steps=1_000_000,
     ),
 }

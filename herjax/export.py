@@ -121,7 +121,7 @@ def describe(weights: dict[str, np.ndarray], out_path: str) -> str:
 
 
 def _parse(argv: Sequence[str]) -> tuple[str, dict[str, str]]:
-    import difflib
+    from herjax.checks import suggest
 
     run_dir, options = None, {}
     for arg in argv:
@@ -132,9 +132,8 @@ def _parse(argv: Sequence[str]) -> tuple[str, dict[str, str]]:
             run_dir = arg
             continue
         if key not in ("out", "checkpoint"):
-            close = difflib.get_close_matches(key, ["out", "checkpoint"], n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ExportUsageError(f"unknown key {key!r}{hint}; valid keys: out, checkpoint")
+            raise ExportUsageError(f"unknown key {key!r}{suggest(key, ['out', 'checkpoint'])}; valid keys: out, "
+                                   "checkpoint")
         if not value:
             raise ExportUsageError(f"bad value '' for {key}")
         options[key] = value

@@ -136,6 +136,11 @@ def seed_state(state: Any, index: int) -> Any:
     return jax.tree.map(lambda x: x[index], state)
 
 
+def _per_seed(tree: Any, num_seeds: int) -> list:
+    """Each seed's part of a tree whose leaves carry a leading seed axis (``[tree]`` itself for one seed)."""
+    return [tree] if num_seeds == 1 else [seed_state(tree, i) for i in range(num_seeds)]
+
+
 def _stack(states: list) -> Any:
     import jax
     import jax.numpy as jnp
@@ -268,8 +273,7 @@ def _start(cfg: TrainConfig, trainer: Any, resume: Optional[str], console: conso
             jax.numpy.arange(cfg.seed, cfg.seed + len(seeds)))
         state = trainer.init(keys)
         if source is not None:
-            merged = [init_from_lib.merge((state if len(seeds) == 1 else seed_state(state, i)).agent, source.agent)
-                      for i in range(len(seeds))]
+            merged = [init_from_lib.merge(agent, source.agent) for agent in _per_seed(state.agent, len(seeds))]
             state = state.replace(agent=_stack(merged))
             console.line(init_from_lib.describe(source, cfg))
         return _Start(state, [[] for _ in seeds], 0.0, [None] * len(seeds), None)
@@ -277,10 +281,9 @@ def _start(cfg: TrainConfig, trainer: Any, resume: Optional[str], console: conso
     restored = [ckpt_lib.restore(run_dir, abstract, warn=warn) for _, run_dir in seeds]
     epoch = min(int(meta["epoch"]) for _, meta, _ in restored)
     for i, (_, run_dir) in enumerate(seeds):
-        if int(restored[i][1]["epoch"]) > epoch:  # a stop between the seeds' saves: go back to the common epoch
-            ckpt_lib.drop_after(run_dir, epoch)
-            restored[i] = ckpt_lib.restore(run_dir, abstract, warn=warn)
         dropped = ckpt_lib.drop_after(run_dir, epoch)
+        if int(restored[i][1]["epoch"]) > epoch:  # a stop between the seeds' saves: back to the common epoch
+            restored[i] = ckpt_lib.restore(run_dir, abstract, warn=warn)
         if dropped:
             console.line(f"herjax.train: dropped checkpoints newer than {restored[i][2]}: {', '.join(dropped)}")
     meta, resumed_from = restored[0][1], restored[0][2]
@@ -460,12 +463,11 @@ def _run(cfg: TrainConfig, resume: Optional[str], trainer: Any, log: Optional[Ca
                 state, metrics = console_lib.run_epoch(trainer, state, console, label, _mean_epoch_s(session_epochs))
                 now = time.perf_counter()
                 session_epochs.append(now - epoch_start)
-                metrics, counters = jax.device_get((metrics, (state.epoch, state.env_steps)))
+                host = jax.device_get((metrics, state.epoch, state.env_steps))
                 rows = []
-                for i, seed in enumerate(seeds):
-                    pick = (lambda x: x) if len(seeds) == 1 else (lambda x, i=i: x[i])
-                    row = _row(pick(counters[0]), pick(counters[1]), {k: pick(v) for k, v in metrics.items()},
-                               trainer.epoch_metrics, start.wall_s + now - began, now - epoch_start, per_epoch)
+                for seed, (seed_metrics, seed_epoch, seed_steps) in zip(seeds, _per_seed(host, len(seeds))):
+                    row = _row(seed_epoch, seed_steps, seed_metrics, trainer.epoch_metrics,
+                               start.wall_s + now - began, now - epoch_start, per_epoch)
                     seed.history.append(row)
                     seed.progress.write(row)
                     seed.reached |= cfg.stop_success is not None and row["test/success_rate"] >= cfg.stop_success
@@ -480,17 +482,15 @@ def _run(cfg: TrainConfig, resume: Optional[str], trainer: Any, log: Optional[Ca
                     line += f" | {len(rows)} seeds: test success median, min {min(rates):.3f}, max {max(rates):.3f}"
                 console.line(line)
                 if not _finite(state.agent):
-                    broken = [s for i, s in enumerate(seeds) if len(seeds) == 1 or
-                              not _finite(seed_state(state, i).agent)]
-                    raise NonFiniteError(_non_finite_message(broken[0].config.run_dir, rows[seeds.index(broken[0])]))
+                    i = next(i for i, agent in enumerate(_per_seed(state.agent, len(seeds))) if not _finite(agent))
+                    raise NonFiniteError(_non_finite_message(seeds[i].config.run_dir, rows[i]))
                 stop = (
                     signals.received is not None
                     or all(seed.reached for seed in seeds)
                     or (should_stop is not None and should_stop(shown))
                 )
                 with signals.protect():
-                    for i, (seed, row) in enumerate(zip(seeds, rows)):
-                        one = state if len(seeds) == 1 else seed_state(state, i)
+                    for seed, row, one in zip(seeds, rows, _per_seed(state, len(seeds))):
                         seed.best = _save(seed.checkpointer, seed.config, one, row, seed.history, seed.best,
                                           last=epoch == total_epochs or stop)
                 if signals.received is not None:

@@ -8,7 +8,6 @@ Two runs are shared by the whole file:
   plot and the export into the original gymnasium-robotics env.
 """
 
-import csv
 import os
 import shutil
 import signal
@@ -24,20 +23,13 @@ from herjax import plot as plot_lib
 from herjax import policy as policy_lib
 from herjax import train as train_mod
 from herjax.train import train
+from runtools import TINY_DDPG, progress_rows
 
 pytestmark = pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")  # subprocesses of a process running JAX
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMALL = ["n_cycles=2", "ddpg.n_batches=2", "ddpg.batch_size=32", "ddpg.hidden=[16]", "ddpg.buffer_size=5000",
-         "n_test_episodes=4", "seed=3"]
+SMALL = TINY_DDPG + ["seed=3"]
 SMALL_EPOCHS = 10
 SMALL_STEPS = SMALL_EPOCHS * 2 * 2 * 50
-TIMING = {"wall_s", "epoch_s", "steps_per_s"}
-
-
-def progress_rows(run_dir):
-    """``progress.csv`` as written (strings, so equality is bit equality), without the timing columns."""
-    with open(os.path.join(run_dir, "progress.csv"), newline="") as f:
-        return [{k: v for k, v in row.items() if k not in TIMING} for row in csv.DictReader(f)]
 
 
 def cli(module, *args, cwd=REPO, env=None):

@@ -1,7 +1,6 @@
 """``num_seeds=N``: N seeds of one config trained by one compiled program (``jax.vmap`` over the run's state), each
 seed an ordinary run directory of its own."""
 
-import csv
 import os
 
 import jax
@@ -11,17 +10,11 @@ import pytest
 from herjax import loops, plot
 from herjax.runs import checkpoint as ckpt_lib
 from herjax.train import seed_state, train
+from runtools import TINY_DDPG, progress_rows
 
-SMALL = ["env=fetch_reach", "n_cycles=2", "ddpg.n_batches=2", "ddpg.batch_size=32", "ddpg.hidden=[16]",
-         "ddpg.buffer_size=5000", "n_test_episodes=4"]
+SMALL = ["env=fetch_reach", *TINY_DDPG]
 EPOCHS = 3
 STEPS = EPOCHS * 2 * 2 * 50
-TIMING = {"wall_s", "epoch_s", "steps_per_s"}
-
-
-def rows(run_dir):
-    with open(os.path.join(run_dir, "progress.csv"), newline="") as f:
-        return [{k: v for k, v in row.items() if k not in TIMING} for row in csv.DictReader(f)]
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +44,11 @@ def test_each_seed_is_an_ordinary_run_directory(vmapped):
     for seed, run_dir, history in zip(result.seeds, result.run_dirs, result.histories):
         cfg = read_config(run_dir)
         assert (cfg.seed, cfg.num_seeds, cfg.run_dir) == (seed, 1, run_dir)
-        assert len(rows(run_dir)) == len(history) == EPOCHS
+        assert len(progress_rows(run_dir)) == len(history) == EPOCHS
         assert ckpt_lib.steps(run_dir, "latest")[-1] == EPOCHS and ckpt_lib.steps(run_dir, "best")
         assert any(name.startswith("events.out.tfevents") for name in os.listdir(run_dir))
     # Different seeds learn differently.
-    assert len({tuple(r["test/mean_Q"] for r in rows(d)) for d in result.run_dirs}) == 3
+    assert len({tuple(r["test/mean_Q"] for r in progress_rows(d)) for d in result.run_dirs}) == 3
 
 
 def test_seed_i_of_a_vmapped_run_equals_a_solo_run_of_seed_i(vmapped, solo):
@@ -65,7 +58,7 @@ def test_seed_i_of_a_vmapped_run_equals_a_solo_run_of_seed_i(vmapped, solo):
     sums round differently in the last bits (relative ~1e-6 after one epoch). The episodes' outcomes (success,
     return) stay identical over these epochs; the floats agree to 1e-4."""
     result, _ = vmapped
-    mine, theirs = rows(result.run_dirs[1]), rows(solo.run_dir)
+    mine, theirs = progress_rows(result.run_dirs[1]), progress_rows(solo.run_dir)
     exact = ("epoch", "env_steps", "test/success_rate", "test/return", "train/success_rate")
     assert [[r[k] for k in exact] for r in mine] == [[r[k] for k in exact] for r in theirs]
     for a, b in zip(mine, theirs):
@@ -105,7 +98,7 @@ def test_a_vmapped_run_resumes_exactly(vmapped, tmp_path):
     resumed = train([f"total_env_steps={STEPS}"], resume=run_dir, log=lines.append, trainer=result.trainer)
     assert "(3 seeds) from checkpoint latest/2" in lines[0]
     for mine, theirs in zip(resumed.run_dirs, result.run_dirs):
-        assert rows(mine) == rows(theirs)
+        assert progress_rows(mine) == progress_rows(theirs)
 
 
 def test_ppo_trains_seeds_in_one_program(tmp_path):
@@ -114,7 +107,7 @@ def test_ppo_trains_seeds_in_one_program(tmp_path):
                     "n_test_episodes=2", "num_seeds=2", "total_env_steps=160", f"run_dir={run_dir}"], log=None)
     assert [len(h) for h in result.histories] == [2, 2]
     assert all(np.isfinite(v) for h in result.histories for k, v in h[-1].items() if k.endswith("_loss"))
-    assert rows(result.run_dirs[0]) != rows(result.run_dirs[1])
+    assert progress_rows(result.run_dirs[0]) != progress_rows(result.run_dirs[1])
 
 
 def test_the_reset_pass_stays_a_branch_under_vmap():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from herjax.checks import suggest
 from herjax.envs.fetch import FetchConfig, FetchEnv, State
 from herjax.envs.goal_env import GoalTask, MujocoGoalEnv
 from herjax.envs.model import TASKS
@@ -36,20 +37,13 @@ def _fetch_maker(task: str, reward_type: str):
     def make_fetch(backend: str = "auto", **options) -> FetchEnv:
         for key in options:
             if key not in _FETCH_OPTIONS:
-                raise EnvError(f"unknown env option {key!r}{_suggest(key, _FETCH_OPTIONS)} valid: "
+                raise EnvError(f"unknown env option {key!r}{suggest(key, _FETCH_OPTIONS)}; valid: "
                                f"{', '.join(_FETCH_OPTIONS)}")
         options.setdefault("reward_type", reward_type)
         return FetchEnv(FetchConfig(task=task, backend=backend, **options))
 
     make_fetch.__qualname__ = f"make_fetch_{task}_{reward_type}"
     return make_fetch
-
-
-def _suggest(name: str, choices: list[str]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(name, choices, n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 for _task in TASKS:

@@ -132,6 +132,11 @@ def _from_import_path(name: str) -> EnvSpec:
     if not isinstance(found, EnvSpec):
         raise EnvError(f"env {name!r}: {module_name}.{attr} is a {type(found).__name__}, not an EnvSpec; define it "
                        "with herjax.envs.register(...) or herjax.envs.EnvSpec(...)")
+    return _adopt(name, found)
+
+
+def _adopt(name: str, found: EnvSpec) -> EnvSpec:
+    """Registers an ``EnvSpec`` found by import path or entry point under the name it was asked for."""
     return register(name, found.make, episode_length=found.episode_length, defaults=found.defaults,
                     description=found.description, check=found.check)
 
@@ -151,8 +156,7 @@ def _from_entry_point(name: str) -> Optional[EnvSpec]:
             if not isinstance(found, EnvSpec):
                 raise EnvError(f"env {name!r}: entry point {point.value!r} is a {type(found).__name__}, not an "
                                "EnvSpec")
-            return register(name, found.make, episode_length=found.episode_length, defaults=found.defaults,
-                            description=found.description, check=found.check)
+            return _adopt(name, found)
     return None
 
 
