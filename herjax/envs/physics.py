@@ -163,7 +163,7 @@ class _CEngine:
         self.n_substeps = n_substeps
         self.locked = np.asarray(locked_qpos, dtype=np.int64)
         self.nthread = max(1, os.cpu_count() or 1)
-        self._rollout = rollout
+        self._rollout_mod = rollout
         self._local = threading.local()
         self.state_spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
         self.control_spec = (
@@ -179,58 +179,51 @@ class _CEngine:
             self._local.datas = datas
         return datas[:n]
 
-    def _forward_into(self, d: mujoco.MjData, qpos, qvel, ctrl, mocap_pos, mocap_quat, warm, out, i) -> None:
-        d.qpos[:] = qpos
-        d.qvel[:] = qvel
-        d.ctrl[:] = ctrl
-        d.mocap_pos[:] = mocap_pos
-        d.mocap_quat[:] = mocap_quat
-        # Set explicitly so that the result never depends on which env this MjData stepped before.
-        d.qacc_warmstart[:] = warm
-        mujoco.mj_forward(self.m, d)
-        out["qpos"][i] = d.qpos
-        out["qvel"][i] = d.qvel
-        out["qacc_warmstart"][i] = d.qacc_warmstart
-        out["sensordata"][i] = d.sensordata
+    def _state(self, qpos, qvel):
+        n, m = qpos.shape[0], self.m
+        state = np.zeros((n, self.nstate))
+        state[:, 1 : 1 + m.nq] = qpos  # layout of mjSTATE_FULLPHYSICS: time, qpos, qvel, (act, ...)
+        state[:, 1 + m.nq : 1 + m.nq + m.nv] = qvel
+        return state
+
+    def _control(self, ctrl, mocap_pos, mocap_quat):
+        n = ctrl.shape[0]
+        return np.concatenate([ctrl, mocap_pos.reshape(n, -1), mocap_quat.reshape(n, -1)], axis=1)[:, None, :]
+
+    def _rollout(self, state0, control, warm, nstep):
+        datas = self._datas(max(1, min(self.nthread, state0.shape[0])))
+        return self._rollout_mod.rollout(
+            self.m, datas, state0, control, control_spec=self.control_spec, nstep=nstep, initial_warmstart=warm,
+            persistent_pool=True,
+        )
 
     def forward(self, qpos, qvel, ctrl, mocap_pos, mocap_quat, warm):
-        n = qpos.shape[0]
-        out = self._alloc(n)
-        for i, d in enumerate(self._datas(n)):
-            self._forward_into(d, qpos[i], qvel[i], ctrl[i], mocap_pos[i], mocap_quat[i], warm[i], out, i)
-        return out
+        """Sensors of the given states, computed in C on all threads.
+
+        ``mj_step`` runs ``mj_forward`` before it integrates, and ``rollout`` records the sensors of that pass:
+        the first substep's sensors are those of the state it starts from. So one substep from each state, its
+        result dropped, gives what a per-env ``mj_forward`` loop in Python gave, bit for bit, without the loop.
+        ``qacc_warmstart`` passes through, as ``mj_forward`` leaves it.
+        """
+        _, sensordata = self._rollout(self._state(qpos, qvel), self._control(ctrl, mocap_pos, mocap_quat), warm, 1)
+        return {
+            "qpos": np.array(qpos, np.float64),
+            "qvel": np.array(qvel, np.float64),
+            "qacc_warmstart": np.array(warm, np.float64),
+            "sensordata": sensordata[:, 0],
+        }
 
     def step(self, qpos, qvel, ctrl, mocap_pos, mocap_quat, warm):
-        n, m = qpos.shape[0], self.m
-        state0 = np.zeros((n, self.nstate))
-        state0[:, 1 : 1 + m.nq] = qpos  # layout of mjSTATE_FULLPHYSICS: time, qpos, qvel, (act, ...)
-        state0[:, 1 + m.nq : 1 + m.nq + m.nv] = qvel
-        control = np.concatenate([ctrl, mocap_pos.reshape(n, -1), mocap_quat.reshape(n, -1)], axis=1)
-        datas = self._datas(max(1, min(self.nthread, n)))
-        state, _ = self._rollout.rollout(
-            m, datas, state0, control[:, None, :], control_spec=self.control_spec, nstep=self.n_substeps,
-            initial_warmstart=warm, persistent_pool=True,
-        )
+        nq, nv = self.m.nq, self.m.nv
+        control = self._control(ctrl, mocap_pos, mocap_quat)
+        state, _ = self._rollout(self._state(qpos, qvel), control, warm, self.n_substeps)
         final = state[:, -1]
-        qpos1 = final[:, 1 : 1 + m.nq].copy()
-        qvel1 = final[:, 1 + m.nq : 1 + m.nq + m.nv]
+        qpos1 = final[:, 1 : 1 + nq].copy()
+        qvel1 = final[:, 1 + nq : 1 + nq + nv]
         if self.locked.size:
             qpos1[:, self.locked] = 0.0
-        out = self._alloc(n)
-        d = datas[0]
-        for i in range(n):
-            # rollout does not return the last substep's warm start; the incoming one is the nearest we have.
-            self._forward_into(d, qpos1[i], qvel1[i], ctrl[i], mocap_pos[i], mocap_quat[i], warm[i], out, i)
-        return out
-
-    def _alloc(self, n):
-        m = self.m
-        return {
-            "qpos": np.empty((n, m.nq)),
-            "qvel": np.empty((n, m.nv)),
-            "qacc_warmstart": np.empty((n, m.nv)),
-            "sensordata": np.empty((n, m.nsensordata)),
-        }
+        # rollout does not return the last substep's warm start; the incoming one is the nearest we have.
+        return self.forward(qpos1, qvel1, ctrl, mocap_pos, mocap_quat, warm)
 
 
 def _make_mujoco(m: mujoco.MjModel, n_substeps: int, locked_qpos: tuple[int, ...]) -> Physics:
