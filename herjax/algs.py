@@ -7,7 +7,9 @@
    ``herjax.agents.common.config.OffPolicyConfig``, which brings the replay and update knobs the loop reads),
    ``losses.py`` (standalone loss functions) and ``agent.py`` (``make_<name>(cfg, *, obs_dim, goal_dim, act_dim,
    horizon)`` returning an ``OffPolicyAgent``, or ``(..., total_updates)`` returning an ``OnPolicyAgent``; see
-   ``herjax.agents.base``). TD3 (``agents/td3``) and SAC (``agents/sac``) were added exactly this way.
+   ``herjax.agents.base``). TD3 (``agents/td3``) and SAC (``agents/sac``) were added exactly this way. An
+   off-policy factory that also takes ``bc=`` (a ``herjax.agents.common.config.BCConfig``: learning from
+   ``demos=``) says so with ``BC_LOSS = True`` on its config class; ``demos=`` is refused for the others.
 2. A field for the section in ``herjax.config.TrainConfig`` (``td3: TD3Config = ...``), so the config is written
    out where an IDE and a type checker see it.
 3. One ``Algorithm`` line below: the section's name, the factory's import path and the family (which loop runs it).

@@ -18,7 +18,8 @@ config is what a run writes to ``config.yaml``.
   the others; on-policy: PPO iterations, default 2). An epoch ends with an evaluation.
 * ``n_test_episodes``: deterministic test episodes per epoch, over all devices (off-policy default ``10 *
   num_envs``: baselines' ``n_test_rollouts`` 10 rounds of ``rollout_batch_size``; on-policy default 50).
-* ``num_devices``: local devices to spread envs, buffers and batches over (default 1).
+* ``num_devices``: devices to spread envs, buffers and batches over (default 1); in a multi-process run
+  (``distributed=true``) the devices of all processes, each process taking ``num_devices / num_processes``.
 
 **Scale presets** (``scale=...``, off-policy algorithms), applied before the other overrides, which win:
 
@@ -42,17 +43,22 @@ import typing
 from typing import Any, Optional, Sequence, Tuple, Union
 
 from herjax import algs as algs_lib
+from herjax.agents.common.config import BCConfig
 from herjax.agents.ddpg.config import DDPGConfig
 from herjax.agents.ppo.config import PPOConfig
 from herjax.agents.sac.config import SACConfig
 from herjax.agents.td3.config import TD3Config
 from herjax.checks import ConfigError, check, choice, suggest
 from herjax.envs import registry as env_registry
+from herjax.replay.config import ReplayConfig
 
 ALGS = tuple(algs_lib.names())
 # Keys that steer a run without changing what it computes: ``resume=`` may change them, ``herjax.plot`` ignores
 # them (and ``seed``, ``run_dir``) when it groups runs of one config.
-RUN_CONTROL_KEYS = ("total_env_steps", "stop_success", "save_every", "keep_every", "compile_cache")
+# How the processes of a multi-process run find each other (``herjax.runs.hosts``): not part of what a run is, so a
+# resume takes them from its own command line only, and a run saves them unset.
+LAUNCH_KEYS = ("distributed", "coordinator_address", "num_processes", "process_id")
+RUN_CONTROL_KEYS = ("total_env_steps", "stop_success", "save_every", "keep_every", "compile_cache") + LAUNCH_KEYS
 BACKENDS = ("auto", "mujoco", "mjx")
 SCALES = {
     "single": {},
@@ -117,7 +123,8 @@ class TrainConfig:
         num_envs: envs stepped in parallel over all devices; ``None``: the family's default.
         n_cycles: cycles per epoch; ``None``: the family's default.
         n_test_episodes: deterministic test episodes per epoch over all devices; ``None``: the family's default.
-        num_devices: local devices the run is spread over.
+        num_devices: devices the run is spread over; with ``distributed``, over all processes (a multiple of
+            their count; each process takes as many of its own local devices).
         backend: physics engine, ``auto`` (C MuJoCo on CPU, MJX on GPU), ``mujoco`` or ``mjx``.
         run_dir: where ``config.yaml``, ``progress.csv``, TensorBoard events and ``checkpoints/`` go; ``None``:
             ``runs/<env>/<alg>/<timestamp>``.
@@ -131,10 +138,21 @@ class TrainConfig:
             second run of the same config skips compilation.
         init_from: start from the networks and input normaliser of another run of the same ``alg``: its
             directory, its ``best`` checkpoint (``RUN_DIR@latest``: its ``latest``); see ``herjax.runs.init_from``.
+        distributed: join the other processes of a multi-process run (``jax.distributed.initialize``, see
+            ``herjax.runs.hosts``); the next three keys are found from Slurm or Open MPI when left ``None``.
+        coordinator_address: ``HOST:PORT`` of process 0's coordinator, with ``distributed``.
+        num_processes: processes in the run, with ``distributed``.
+        process_id: this process's index, ``0 .. num_processes - 1``, with ``distributed``.
         ddpg: ``alg=ddpg_her``'s hyper-parameters.
         td3: ``alg=td3_her``'s hyper-parameters.
         sac: ``alg=sac_her``'s hyper-parameters.
         ppo: ``alg=ppo``'s hyper-parameters.
+        demos: an ``.npz`` of demonstration episodes (``python -m herjax.demos``) to learn from as well (Nair et
+            al. 2018; ``alg=ddpg_her`` or ``td3_her``): a second HER buffer of them fills ``bc.demo_batch_size`` of
+            every batch and the actor also clones them (``bc.*``). The run copies the file into its directory and
+            resumes, plays and exports with that copy.
+        bc: learning from ``demos``: the demo share of a batch and the behaviour-cloning loss.
+        replay: prioritised replay of the off-policy algorithms (``replay.prioritized=true``).
     """
 
     env: str = "fetch_reach"
@@ -154,10 +172,17 @@ class TrainConfig:
     keep_every: Optional[int] = None
     compile_cache: bool = True
     init_from: Optional[str] = None
+    distributed: bool = False
+    coordinator_address: Optional[str] = None
+    num_processes: Optional[int] = None
+    process_id: Optional[int] = None
     ddpg: DDPGConfig = dataclasses.field(default_factory=DDPGConfig)
     td3: TD3Config = dataclasses.field(default_factory=TD3Config)
     sac: SACConfig = dataclasses.field(default_factory=SACConfig)
     ppo: PPOConfig = dataclasses.field(default_factory=PPOConfig)
+    demos: Optional[str] = None
+    bc: BCConfig = dataclasses.field(default_factory=BCConfig)
+    replay: ReplayConfig = dataclasses.field(default_factory=ReplayConfig)
 
     @property
     def section(self) -> Any:
@@ -165,10 +190,15 @@ class TrainConfig:
         return getattr(self, algs_lib.get(self.alg).section)
 
 
+# Sections every off-policy algorithm shares (not an algorithm's own): name -> when they apply, for --help.
+SHARED_SECTIONS = {"bc": "with demos=PATH; alg=ddpg_her, td3_her", "replay": "off-policy algorithms"}
+
+
 def sections() -> dict[str, type]:
-    """Section name -> its dataclass, for every section of ``TrainConfig``."""
+    """Section name -> its dataclass, for every algorithm's section of ``TrainConfig`` (not ``SHARED_SECTIONS``)."""
     hints = typing.get_type_hints(TrainConfig)
-    return {f.name: hints[f.name] for f in dataclasses.fields(TrainConfig) if dataclasses.is_dataclass(hints[f.name])}
+    return {f.name: hints[f.name] for f in dataclasses.fields(TrainConfig)
+            if dataclasses.is_dataclass(hints[f.name]) and f.name not in SHARED_SECTIONS}
 
 
 def env_horizon(cfg: TrainConfig) -> int:
@@ -208,10 +238,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     """Checks every field of a resolved config; returns ``cfg``. Raises ``ConfigError`` naming the first bad one."""
     _check_types_and_choices(cfg)
     for name in ("total_env_steps", "num_envs", "n_cycles", "n_test_episodes", "num_devices", "save_every",
-                 "keep_every", "num_seeds"):
+                 "keep_every", "num_seeds", "num_processes"):
         value = getattr(cfg, name)
         if value is not None:
             check(value > 0, name, value, "> 0")
+    _check_launch(cfg)
     if cfg.stop_success is not None:
         check(0.0 <= cfg.stop_success <= 1.0, "stop_success", cfg.stop_success, "in [0, 1] or null")
     alg = algs_lib.get(cfg.alg)
@@ -224,7 +255,57 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for name, value in split:
         check(value % cfg.num_devices == 0, name, value, f"a multiple of num_devices={cfg.num_devices} (each device "
               "takes an equal share)")
+    _check_demos_and_replay(cfg, alg)
     return cfg
+
+
+def _check_demos_and_replay(cfg: TrainConfig, alg: algs_lib.Algorithm) -> None:
+    """``demos`` needs an off-policy algorithm with a behaviour-cloning loss (``bc.*`` is then checked against its
+    batch); ``replay.prioritized`` an off-policy one."""
+    cfg.replay.validate("replay.")
+    off_policy = alg.family == "off_policy"
+    if cfg.replay.prioritized and not off_policy:
+        raise ConfigError(f"bad value true for replay.prioritized: alg={cfg.alg} has no replay buffer; valid with "
+                          f"{', '.join(n for n, a in algs_lib.REGISTRY.items() if a.family == 'off_policy')}")
+    if cfg.demos is None:
+        return
+    check(bool(cfg.demos.strip()), "demos", cfg.demos, "the path of a demos .npz (python -m herjax.demos) or null")
+    with_bc = [n for n, a in algs_lib.REGISTRY.items() if getattr(sections()[a.section], "BC_LOSS", False)]
+    if cfg.alg not in with_bc:
+        raise ConfigError(f"bad value {cfg.demos!r} for demos: alg={cfg.alg} has no behaviour-cloning loss; learning "
+                          f"from demos works with alg={', '.join(with_bc)}")
+    cfg.bc.validate("bc.", batch_size=cfg.section.batch_size, batch_key=f"{alg.section}.batch_size",
+                    num_devices=cfg.num_devices)
+
+
+def without_launch(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with ``LAUNCH_KEYS`` at their defaults: the run itself, as ``config.yaml`` records it."""
+    return dataclasses.replace(cfg, **{k: getattr(TrainConfig, k) for k in LAUNCH_KEYS})
+
+
+def _check_launch(cfg: TrainConfig) -> None:
+    """The multi-process keys: given only with ``distributed=true``, an address ``HOST:PORT``, an id below the count,
+    one seed per run (``num_seeds > 1`` is not spread over processes), devices a multiple of the processes."""
+    for key in LAUNCH_KEYS[1:]:
+        value = getattr(cfg, key)
+        if value is not None and not cfg.distributed:
+            raise ConfigError(f"bad value {value!r} for {key}: it takes effect only with distributed=true")
+    if not cfg.distributed:
+        return
+    if cfg.coordinator_address is not None:
+        host, _, port = cfg.coordinator_address.rpartition(":")
+        check(bool(host) and port.isdigit() and 0 < int(port) < 65536, "coordinator_address", cfg.coordinator_address,
+              "HOST:PORT, e.g. node001:12345")
+    if cfg.process_id is not None:
+        check(cfg.process_id >= 0, "process_id", cfg.process_id, ">= 0")
+        if cfg.num_processes is not None:
+            check(cfg.process_id < cfg.num_processes, "process_id", cfg.process_id,
+                  f"below num_processes={cfg.num_processes} (0 .. {cfg.num_processes - 1})")
+    if cfg.num_processes is not None:
+        check(cfg.num_devices % cfg.num_processes == 0, "num_devices", cfg.num_devices,
+              f"a multiple of num_processes={cfg.num_processes} (the devices of all processes, an equal share each)")
+    check(cfg.num_seeds == 1, "num_seeds", cfg.num_seeds, "1 with distributed=true (a multi-process run trains one "
+          "seed; start one run per seed)")
 
 
 def _check_types_and_choices(cfg: TrainConfig) -> None:
@@ -253,14 +334,25 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     if run_dir is None:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         run_dir = os.path.join("runs", cfg.env.replace(":", "."), cfg.alg, stamp)
-    return validate(dataclasses.replace(
+    return validate(_resolve_beta_updates(dataclasses.replace(
         cfg,
         num_envs=num_envs,
         n_cycles=pick("n_cycles"),
         n_test_episodes=pick("n_test_episodes"),
         total_env_steps=pick("total_env_steps"),
         run_dir=run_dir,
-    ))
+    )))
+
+
+def _resolve_beta_updates(cfg: TrainConfig) -> TrainConfig:
+    """``replay.beta_updates`` of a prioritised off-policy run left ``None``: the run's updates (epochs x cycles x
+    ``n_batches``), written into the config so that a resume with a larger ``total_env_steps`` keeps the schedule."""
+    if not cfg.replay.prioritized or cfg.replay.beta_updates is not None:
+        return cfg
+    if algs_lib.get(cfg.alg).family != "off_policy" or min(cfg.total_env_steps, cfg.num_envs, cfg.n_cycles) <= 0:
+        return cfg  # validate names what is wrong
+    updates = max(n_epochs(cfg) * cfg.n_cycles * cfg.section.n_batches, 1)
+    return dataclasses.replace(cfg, replay=dataclasses.replace(cfg.replay, beta_updates=updates))
 
 
 # --- OmegaConf bridge -------------------------------------------------------------------------------------------
@@ -524,9 +616,13 @@ def usage() -> str:
     lines += ["", "keys and defaults (null: resolved per algorithm family and env; off-policy: num_envs=2,",
               "  n_cycles=10 for fetch_reach and 50 for the others, n_test_episodes=10*num_envs; ppo: num_envs=32,",
               "  n_cycles=2, n_test_episodes=50; total_env_steps: per task, see herjax.envs._FETCH_BUDGETS):"]
-    lines += [f"  {key}={default(key)}" for key in keys() if key.split(".", 1)[0] not in section_names]
+    grouped = set(section_names) | set(SHARED_SECTIONS)
+    lines += [f"  {key}={default(key)}" for key in keys() if key.split(".", 1)[0] not in grouped]
     for section in section_names:
         owners = ", ".join(n for n, a in algs_lib.REGISTRY.items() if a.section == section)
         lines += ["", f"  {section}.* (alg={owners}):"]
+        lines += [f"  {key}={default(key)}" for key in keys() if key.split(".", 1)[0] == section]
+    for section, applies in SHARED_SECTIONS.items():
+        lines += ["", f"  {section}.* ({applies}):"]
         lines += [f"  {key}={default(key)}" for key in keys() if key.split(".", 1)[0] == section]
     return "\n".join(lines)

@@ -6,6 +6,7 @@
     python -m herjax.train env=fetch_reach alg=td3_her         # TD3+HER (td3.* keys); sac_her, ppo likewise
     python -m herjax.train resume=runs/fetch_push/ddpg_her/20250101-120000 [total_env_steps=4e6]
     python -m herjax.train env=fetch_reach init_from=runs/fetch_reach/ddpg_her/20250101-120000   # its weights
+    python -m herjax.train env=fetch_pick_and_place demos=demos.npz ddpg.batch_size=1024   # herjax.demos' file
     python -m herjax.train --help                              # the groups, every key and its default
 
     from herjax.train import train
@@ -25,6 +26,10 @@ history) and goes on in the same directory, appending to ``progress.csv``. Only 
 ``stop_success``, ``save_every``, ``keep_every`` and ``compile_cache`` may change on resume. On the CPU the resumed
 run's rows equal those of an uninterrupted run bit for bit.
 
+**Demonstrations.** ``demos=FILE`` (``python -m herjax.demos``) adds a buffer of demo episodes and a behaviour-
+cloning loss (``bc.*``; ``herjax.demos``, ``herjax.replay.mixed``). The run copies the demos into
+``run_dir/demos.npz`` and resumes from that copy.
+
 **Start from saved weights.** ``init_from=RUN_DIR`` (``RUN_DIR@latest``: its ``latest`` checkpoint instead of its
 ``best``) starts a new run, in its own directory, whose agent begins with the networks and input normaliser of
 that checkpoint; its replay buffer, optimiser states, PRNG key and counters start fresh (``herjax.runs.init_from``
@@ -42,6 +47,11 @@ JAX can cache. ``compile_cache=false`` turns it off.
 **One writer per run directory.** A run holds ``<run_dir>/.herjax.lock`` while it trains or resumes; a second
 run on the same directory is refused (naming the holding process), and the lock of a killed run is taken over.
 
+**Several processes.** ``distributed=true`` (with ``coordinator_address``, ``num_processes`` and ``process_id``, or
+found from Slurm or Open MPI) makes this process one of a run over several (``herjax.runs.hosts``): process 0 picks
+and locks the run directory, prints, and writes its files; each process saves and restores its shards of the
+checkpoints; all stop after the same epoch.
+
 **Bad input** (unknown env, alg or key, a wrong type, an impossible value, a missing or unreadable resume
 directory, an ``init_from`` run that is missing or does not fit, a run directory that cannot be created or is in
 use) prints one line on stderr and exits with status 2 before anything is compiled; a run directory this run
@@ -58,6 +68,7 @@ exits with status 1.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -72,6 +83,7 @@ from herjax import config as config_lib
 from herjax.config import ConfigError, TrainConfig
 from herjax.runs import checkpoint as ckpt_lib
 from herjax.runs import console as console_lib
+from herjax.runs import hosts
 from herjax.runs import init_from as init_from_lib
 from herjax.runs import logs
 from herjax.runs.checkpoint import CheckpointError, DiskFullError
@@ -239,19 +251,60 @@ def _enable_compile_cache(console: console_lib.Console) -> None:
     jax.config.update("jax_compilation_cache_dir", path)
 
 
-def _build(cfg: TrainConfig, trainer: Any) -> Any:
-    """The run's ``Trainer``: ``trainer`` when it computes the same thing, else a new one."""
+def _build(cfg: TrainConfig, trainer: Any, resume: Optional[str] = None,
+           console: Optional[console_lib.Console] = None) -> Any:
+    """The run's ``Trainer``: ``trainer`` when it computes the same thing (with the same demos), else a new one."""
     import jax
 
     from herjax import envs, loops
 
-    available = jax.local_device_count()
-    if cfg.num_devices > available:
+    processes, available = jax.process_count(), jax.local_device_count()
+    if processes == 1 and cfg.num_devices > available:
         raise ConfigError(f"bad value {cfg.num_devices} for num_devices: this machine has {available} local "
                           f"{jax.default_backend()} device(s)")
-    if trainer is not None and _same_computation(trainer.config, cfg):
+    if processes > 1 and (cfg.num_devices % processes or cfg.num_devices > processes * available):
+        raise ConfigError(f"bad value {cfg.num_devices} for num_devices: the run's {processes} processes have "
+                          f"{available} {jax.default_backend()} device(s) each; give a multiple of {processes} up to "
+                          f"{processes * available} (all of them)")
+    reuse = trainer is not None and _same_computation(trainer.config, cfg)
+    env = trainer.env if reuse else envs.make(cfg.env, backend=cfg.backend)
+    demos = _run_demos(cfg, resume, env, console)
+    if reuse and _same_demos(getattr(trainer.buffer, "demos", None), demos):
         return trainer
-    return loops.make_train(cfg, envs.make(cfg.env, backend=cfg.backend))
+    return loops.make_train(cfg, env, demos=demos)
+
+
+def _run_demos(cfg: TrainConfig, resume: Optional[str], env: Any, console: Optional[console_lib.Console]) -> Any:
+    """The demonstration episodes of a run with ``demos``: the file's for a new run; on resume the run's own copy
+    (``herjax.demos.RUN_FILE``, written when it started), whatever the file named by ``demos`` holds now."""
+    if cfg.demos is None:
+        return None
+    from herjax import demos as demos_lib
+
+    if resume is None:
+        return demos_lib.load(cfg.demos, env, name=cfg.env)
+    copy = demos_lib.run_copy(seed_runs(cfg)[0][1])
+    if not os.path.isfile(copy):
+        raise CheckpointError(f"cannot resume {cfg.run_dir!r}: its copy of the demos ({copy}) is missing")
+    episodes = demos_lib.load(copy, env, name=cfg.env)
+    if console is not None and os.path.isfile(cfg.demos):
+        try:
+            same = _same_demos(demos_lib.load(cfg.demos, env, name=cfg.env), episodes)
+        except demos_lib.DemoError:
+            same = False
+        if not same:
+            console.line(f"herjax.train: warning: {cfg.demos} has changed since the run started; it goes on with "
+                         f"the demos it started with ({copy})")
+    return episodes
+
+
+def _same_demos(a: Any, b: Any) -> bool:
+    """Whether two sets of demo episodes (or ``None``) are equal array for array."""
+    import numpy as np
+
+    if a is None or b is None:
+        return a is None and b is None
+    return all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
 def _start(cfg: TrainConfig, trainer: Any, resume: Optional[str], console: console_lib.Console,
@@ -278,12 +331,14 @@ def _start(cfg: TrainConfig, trainer: Any, resume: Optional[str], console: conso
             console.line(init_from_lib.describe(source, cfg))
         return _Start(state, [[] for _ in seeds], 0.0, [None] * len(seeds), None)
     abstract = ckpt_lib.abstract_state(trainer)
-    restored = [ckpt_lib.restore(run_dir, abstract, warn=warn) for _, run_dir in seeds]
+    # Straight onto the run's mesh: in a multi-process run each process reads its own shards.
+    restore = functools.partial(ckpt_lib.restore, abstract=abstract, warn=warn, shardings=trainer.state_shardings)
+    restored = [restore(run_dir) for _, run_dir in seeds]
     epoch = min(int(meta["epoch"]) for _, meta, _ in restored)
     for i, (_, run_dir) in enumerate(seeds):
         dropped = ckpt_lib.drop_after(run_dir, epoch)
         if int(restored[i][1]["epoch"]) > epoch:  # a stop between the seeds' saves: back to the common epoch
-            restored[i] = ckpt_lib.restore(run_dir, abstract, warn=warn)
+            restored[i] = restore(run_dir)
         if dropped:
             console.line(f"herjax.train: dropped checkpoints newer than {restored[i][2]}: {', '.join(dropped)}")
     meta, resumed_from = restored[0][1], restored[0][2]
@@ -389,14 +444,25 @@ def train(
         before anything is built.
     """
     cfg = _prepare(cfg_or_overrides, resume)
+    hosts.initialize(cfg)  # a multi-process run: join the other processes before JAX computes anything
     created: list[str] = []
-    if resume is None:
-        run_dir, created = _new_run_dir(cfg.run_dir)
-        cfg = dataclasses.replace(cfg, run_dir=run_dir)
+    locks: list[RunLock] = []
     try:
-        # One writer per run directory, for the whole run; taken before anything is built.
-        with RunLock(cfg.run_dir) as lock:
-            return _run(cfg, resume, trainer, log, should_stop, handle_signals, lock.stale)
+        with contextlib.ExitStack() as stack:
+
+            def claim() -> str:
+                # One writer per run directory, for the whole run; taken before anything is built. In a multi-process
+                # run process 0 creates and locks it, and the others take its choice (a timestamp, or run_dir-N).
+                run_dir = cfg.run_dir
+                if resume is None:
+                    run_dir, new = _new_run_dir(cfg.run_dir)
+                    created.extend(new)
+                locks.append(stack.enter_context(RunLock(run_dir)))
+                return run_dir
+
+            run_cfg = dataclasses.replace(cfg, run_dir=hosts.from_main(claim, (RunDirError,)))
+            return _run(run_cfg, resume, trainer, log if hosts.is_main() else None, should_stop, handle_signals,
+                        locks[0].stale if locks else None)
     except (ConfigError, CheckpointError):
         _remove_unused(created)  # bad input found once the run was built (e.g. init_from's shapes)
         raise
@@ -442,7 +508,7 @@ def _run(cfg: TrainConfig, resume: Optional[str], trainer: Any, log: Optional[Ca
                      f"on {stale_lock.get('host')}, which is no longer running")
     if cfg.compile_cache:
         _enable_compile_cache(console)
-    trainer = _build(cfg, trainer)
+    trainer = _build(cfg, trainer, resume, console)
     per_epoch = trainer.steps_per_epoch
     total_epochs = -(-cfg.total_env_steps // per_epoch)
     start = _start(cfg, trainer, resume, console, total_epochs)
@@ -481,20 +547,20 @@ def _run(cfg: TrainConfig, resume: Optional[str], trainer: Any, log: Optional[Ca
                     rates = [r["test/success_rate"] for r in rows]
                     line += f" | {len(rows)} seeds: test success median, min {min(rates):.3f}, max {max(rates):.3f}"
                 console.line(line)
-                if not _finite(state.agent):
+                if not _finite(state.agent):  # a replicated value: the same verdict on every process
                     i = next(i for i, agent in enumerate(_per_seed(state.agent, len(seeds))) if not _finite(agent))
                     raise NonFiniteError(_non_finite_message(seeds[i].config.run_dir, rows[i]))
-                stop = (
-                    signals.received is not None
-                    or all(seed.reached for seed in seeds)
-                    or (should_stop is not None and should_stop(shown))
-                )
+                received = signals.received or 0  # one during the bookkeeping below stops after the next epoch
+                wants_stop = all(seed.reached for seed in seeds) or (should_stop is not None and should_stop(shown))
+                # Every process stops (and saves) after the same epoch: a signal or a stop on any one counts for all.
+                received, wants_stop = hosts.agree_max([received, int(wants_stop)])
+                stop = bool(received or wants_stop)
                 with signals.protect():
                     for seed, row, one in zip(seeds, rows, _per_seed(state, len(seeds))):
                         seed.best = _save(seed.checkpointer, seed.config, one, row, seed.history, seed.best,
                                           last=epoch == total_epochs or stop)
-                if signals.received is not None:
-                    stopped_by = signal.Signals(signals.received).name
+                if received or signals.received is not None:
+                    stopped_by = signal.Signals(received or signals.received).name
                 if stop:
                     break
     except KeyboardInterrupt:
@@ -515,19 +581,42 @@ def _run(cfg: TrainConfig, resume: Optional[str], trainer: Any, log: Optional[Ca
 
 
 def _open_seeds(cfg: TrainConfig, trainer: Any, start: _Start) -> list[_Seed]:
-    """Each seed's config, ``config.yaml``, progress log and checkpointer (a vmapped run's config.yaml too)."""
+    """Each seed's config, ``config.yaml``, progress log and checkpointer (a vmapped run's config.yaml too). In a
+    multi-process run only process 0 writes config.yaml and the progress log; every process saves checkpoints."""
+    main = hosts.is_main()
     seeds = []
     for (seed, run_dir), history, best in zip(seed_runs(cfg), start.histories, start.bests):
         one = cfg if cfg.num_seeds == 1 else dataclasses.replace(cfg, seed=seed, num_seeds=1, run_dir=run_dir)
-        os.makedirs(run_dir, exist_ok=True)
-        config_yaml = config_lib.to_yaml(one)
-        logs.write_atomic(os.path.join(run_dir, "config.yaml"), config_yaml)
-        progress = logs.ProgressLog(run_dir, PROGRESS_COLUMNS + trainer.epoch_metrics, history, config_yaml)
+        progress = logs.NoProgressLog()
+        if main:
+            os.makedirs(run_dir, exist_ok=True)
+            config_yaml = config_lib.to_yaml(config_lib.without_launch(one))
+            logs.write_atomic(os.path.join(run_dir, "config.yaml"), config_yaml)
+            _keep_demos(cfg, trainer, run_dir)
+            progress = logs.ProgressLog(run_dir, PROGRESS_COLUMNS + trainer.epoch_metrics, history, config_yaml)
         seeds.append(_Seed(config=one, history=history, best=best, progress=progress,
                            checkpointer=ckpt_lib.Checkpointer(run_dir)))
-    if cfg.num_seeds > 1:
+    if cfg.num_seeds > 1 and main:
         logs.write_atomic(os.path.join(cfg.run_dir, "config.yaml"), config_lib.to_yaml(cfg))
     return seeds
+
+
+def _keep_demos(cfg: TrainConfig, trainer: Any, run_dir: str) -> None:
+    """A new run with ``demos`` writes the episodes it learns from into its directory (``herjax.demos.RUN_FILE``),
+    which resume, play and export read: the run never depends on a file that may change after it started."""
+    if cfg.demos is None:
+        return
+    from herjax import demos as demos_lib
+
+    path = demos_lib.run_copy(run_dir)
+    if os.path.exists(path):  # a resumed run keeps its own
+        return
+    try:
+        demos_lib.save(path, trainer.buffer.demos, cfg.env, source=os.path.abspath(cfg.demos))
+    except OSError as e:
+        if not ckpt_lib.out_of_space(e):
+            raise
+        raise DiskFullError(f"no space left on the device of {path} for the run's copy of its demos") from None
 
 
 def _median_row(rows: list[dict]) -> dict:
@@ -580,6 +669,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 "       python -m herjax.train resume=RUN_DIR [total_env_steps=N stop_success=X save_every=N "
                 "keep_every=N compile_cache=B]\n"
                 "       python -m herjax.train init_from=RUN_DIR[@latest] [key=value ...]\n"
+                "       python -m herjax.train distributed=true [coordinator_address=HOST:PORT num_processes=N "
+                "process_id=I] num_devices=D [key=value ...]   one run over several processes (srun, mpirun)\n"
                 "       python -m herjax.train -m key=a,b key2=range(0,3) [run_dir=ROOT hydra/launcher=submitit_slurm "
                 "...]   a grid (herjax.runs.grid)\n\n" + config_lib.usage())
         try:

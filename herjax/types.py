@@ -5,7 +5,7 @@ They live here, below every module that uses them, so that no module imports one
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 
@@ -14,6 +14,10 @@ PolicyFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
 RewardFn = Callable[[jax.Array, jax.Array], jax.Array]
 """``(achieved_goal [..., goal_dim], desired_goal [..., goal_dim]) -> reward [...]``, pure."""
+
+TD_ERROR = "td_error"
+"""The key of an off-policy agent's update metrics holding ``[N]`` per-sample ``|TD error|`` for a batch with
+``Transitions.weight`` (prioritised replay's new priorities; ``herjax.agents.base``)."""
 
 
 class Episodes(NamedTuple):
@@ -44,6 +48,10 @@ class Transitions(NamedTuple):
         desired_goal: ``[N, goal_dim]`` the (possibly relabelled) goal.
         action: ``[N, act_dim]`` action taken at ``t``.
         reward: ``[N]`` float32, ``compute_reward(next_achieved_goal, desired_goal)``.
+        is_demo: ``[N]`` bool, which samples come from demonstrations (``demos=``; the behaviour-cloning loss
+            reads it); ``None``: none do.
+        weight: ``[N]`` float32 importance weights of prioritised replay (``replay.prioritized``), which scale each
+            sample's critic loss; ``None``: all 1 (uniform replay).
     """
 
     obs: jax.Array
@@ -53,6 +61,8 @@ class Transitions(NamedTuple):
     desired_goal: jax.Array
     action: jax.Array
     reward: jax.Array
+    is_demo: Optional[jax.Array] = None
+    weight: Optional[jax.Array] = None
 
 
 class PolicyStep(NamedTuple):

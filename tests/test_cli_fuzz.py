@@ -101,3 +101,12 @@ def test_env_demo_cli_fuzz(in_tmp, monkeypatch):
 
     monkeypatch.setattr(envs, "vec", _stub)
     _fuzz(demo.main, ["env", "num_envs", "episodes", "backend", "seed"], seed=4)
+
+
+def test_demos_cli_fuzz(in_tmp, monkeypatch):
+    import dataclasses
+
+    from herjax import demos as demos_lib
+
+    monkeypatch.setattr(demos_lib, "record", _stub)
+    _fuzz(demos_lib.main, [f.name for f in dataclasses.fields(demos_lib.DemoConfig)], seed=5)

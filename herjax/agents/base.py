@@ -24,6 +24,12 @@ advantages of an unroll) and ``update(state, batch, key, axis_name)`` (all the p
 and pools its normaliser statistics over it (``herjax.agents.common.collectives``). ``None`` on one device.
 ``metric_names``: the keys of ``update``'s metrics, each ``[]``; the loop averages them over an epoch and logs them
 as ``train/<name>``.
+
+**Optional batch fields** (``herjax.types.Transitions``), which an off-policy agent honours when they are set:
+``weight [N]`` scales each sample's critic loss (prioritised replay's importance weights), and then ``update``'s
+metrics also hold ``TD_ERROR``: ``[N]`` this device's per-sample ``|TD error|``, not averaged over devices, which
+the loop turns into new priorities and does not log. ``is_demo [N]`` marks demonstration samples, which an agent
+built with a ``bc`` config (``BCConfig``) clones with its actor (Nair et al. 2018).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 
-from herjax.types import PolicyStep, Transitions, Unroll
+from herjax.types import TD_ERROR, PolicyStep, Transitions, Unroll  # noqa: F401 (TD_ERROR: part of the interface)
 
 State = Any
 

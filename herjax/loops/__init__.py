@@ -18,11 +18,13 @@ from herjax.loops.common import TRACE_COUNTS, Trainer, TrainState
 __all__ = ["TRACE_COUNTS", "TrainState", "Trainer", "make_train"]
 
 
-def make_train(cfg: Any, env: Any) -> Trainer:
+def make_train(cfg: Any, env: Any, *, demos: Any = None) -> Trainer:
     """The compiled pieces of a run of ``cfg`` (a resolved ``herjax.config.TrainConfig``) on ``env``: the loop of
-    the algorithm's family, running the agent its registry entry names."""
+    the algorithm's family, running the agent its registry entry names. ``demos``: with ``cfg.demos``, its episodes
+    (``herjax.demos.load``)."""
     from herjax import algs
 
     alg = algs.get(cfg.alg)
     loop = importlib.import_module(f"herjax.loops.{alg.family}")
-    return loop.make_train(cfg, env, make_agent=algs.factory(cfg.alg), section=getattr(cfg, alg.section))
+    options = {} if demos is None else {"demos": demos}
+    return loop.make_train(cfg, env, make_agent=algs.factory(cfg.alg), section=getattr(cfg, alg.section), **options)

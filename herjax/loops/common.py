@@ -39,7 +39,8 @@ class TrainState:
         env_steps: ``[]`` int32 training env steps so far, over all devices (evaluation steps not counted).
         episodes: ``[]`` int32 training episodes ended so far, over all devices.
         epoch: ``[]`` int32 epochs completed.
-        buffer: off-policy: each device's HER episode ring, leaves ``[D, ...]``; else ``None``.
+        buffer: off-policy: each device's replay, leaves ``[D, ...]``: its HER episode ring (a ``BufferState``),
+            or with priorities or demos a ``herjax.replay.mixed.ReplayState`` holding it; else ``None``.
         env: on-policy: each device's auto-resetting envs, leaves ``[D, num_envs / D, ...]``; else ``None``.
     """
 
@@ -73,7 +74,10 @@ class Trainer(NamedTuple):
         epoch_metrics: the names ``run_epoch`` returns, in ``progress.csv`` column order.
         num_devices: devices the work is spread over.
         mesh: their mesh, one axis ``sharding.AXIS``.
-        buffer: off-policy: the HER buffer's functions (one device's); else ``None``.
+        state_shardings: where one seed's ``TrainState`` lives on ``mesh`` (a ``TrainState`` of ``NamedSharding``s,
+            a prefix of the state): what a checkpoint is restored onto, on every process of a multi-process run.
+        buffer: off-policy: the replay's functions (one device's; ``herjax.replay.mixed.Replay``: the HER buffer,
+            and its priorities and demos if any); else ``None``.
         venv: on-policy: one device's batched env; else ``None``.
     """
 
@@ -89,6 +93,7 @@ class Trainer(NamedTuple):
     epoch_metrics: tuple[str, ...]
     num_devices: int
     mesh: Mesh
+    state_shardings: Any = None
     buffer: Any = None
     venv: Any = None
 
@@ -184,11 +189,12 @@ def compile_run(
     agent's state and the metrics are replicated. With ``num_seeds > 1``, ``init`` takes ``[num_seeds]`` keys and
     ``run_epoch`` runs every seed's epoch at once (``jax.vmap`` over axis ``sharding.SEEDS``, outside the device
     axis): every leaf of the state and of the metrics has a leading seed axis. ``evaluate`` and ``learn`` stay
-    those of one seed (its state is the seed's slice).
+    those of one seed (its state is the seed's slice). ``state_shardings``: one seed's state's layout on ``mesh``.
     """
     batched = num_seeds > 1
-    per_device_spec = P(None, sharding.AXIS) if batched else P(sharding.AXIS)
-    spec = TrainState(agent=P(), key=P(), env_steps=P(), episodes=P(), epoch=P(), **{per_device: per_device_spec})
+    state_spec = lambda per_device_spec: TrainState(
+        agent=P(), key=P(), env_steps=P(), episodes=P(), epoch=P(), **{per_device: per_device_spec})
+    spec = state_spec(P(None, sharding.AXIS) if batched else P(sharding.AXIS))
     init_one = sharding.add_device_axis(init, per_device)
     epoch_one = sharding.strip_device_axis(epoch, per_device)
     if batched:
@@ -203,6 +209,7 @@ def compile_run(
         run_epoch=sharding.on_mesh(jax.jit(epoch_sharded, donate_argnums=0), mesh, (spec,)),
         evaluate=sharding.on_mesh(jax.jit(test_sharded), mesh, (P(), P())),
         learn=sharding.on_mesh(jax.jit(learn_sharded), mesh, learn_specs),
+        state_shardings=sharding.named(mesh, state_spec(P(sharding.AXIS))),
     )
 
 

@@ -1,8 +1,10 @@
-"""Devices, in one place for both loops: a 1-D mesh over local devices, ``shard_map`` over it, per-device keys,
+"""Devices, in one place for both loops: a 1-D mesh over the run's devices, ``shard_map`` over it, per-device keys,
 and the layout of a ``TrainState`` (one field per device, the rest replicated).
 
 Each device runs the same program on its own share of the envs (and, off-policy, its own replay buffer, as
 each baselines MPI worker keeps its own); agents average gradients and pool normaliser statistics over ``AXIS``.
+In a multi-process run (``herjax.runs.hosts``) the mesh spans the devices of every process, each process taking an
+equal number of its own, so the program is the one a single process runs on as many devices.
 """
 
 from __future__ import annotations
@@ -18,12 +20,25 @@ AXIS = "devices"
 SEEDS = "seeds"
 
 
+def mesh_devices(num_devices: int) -> list:
+    """The run's devices: the first ``num_devices / P`` local devices of each of the ``P`` processes, in process order
+    (one process: its first ``num_devices``). Raises ``ValueError`` (one line) when the processes cannot give that
+    many in equal shares."""
+    by_process: dict[int, list] = {}
+    for device in sorted(jax.devices(), key=lambda d: (d.process_index, d.id)):
+        by_process.setdefault(device.process_index, []).append(device)
+    processes, fewest = len(by_process), min(len(ds) for ds in by_process.values())
+    if processes == 1 and not 1 <= num_devices <= fewest:
+        raise ValueError(f"num_devices={num_devices}, but {fewest} local devices exist")
+    if processes > 1 and (num_devices % processes or not 1 <= num_devices // processes <= fewest):
+        raise ValueError(f"num_devices={num_devices}, but the run's {processes} processes have {fewest} device(s) "
+                         f"each: give a multiple of {processes} up to {processes * fewest}")
+    return [d for ds in by_process.values() for d in ds[:num_devices // processes]]
+
+
 def make_mesh(num_devices: int) -> Mesh:
-    """A 1-D mesh ``(AXIS,)`` over the first ``num_devices`` local devices."""
-    devices = jax.local_devices()
-    if not 1 <= num_devices <= len(devices):
-        raise ValueError(f"num_devices={num_devices}, but {len(devices)} local devices exist")
-    return Mesh(np.asarray(devices[:num_devices]), (AXIS,))
+    """A 1-D mesh ``(AXIS,)`` over ``mesh_devices(num_devices)``: global devices, over every process of the run."""
+    return Mesh(np.asarray(mesh_devices(num_devices)), (AXIS,))
 
 
 def shard(fn: Callable, mesh: Mesh, in_specs: Any, out_specs: Any) -> Callable:
@@ -36,17 +51,44 @@ def shard(fn: Callable, mesh: Mesh, in_specs: Any, out_specs: Any) -> Callable:
     return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
 
 
+def named(mesh: Mesh, specs: Any) -> Any:
+    """A pytree (prefix) of ``PartitionSpec``s as ``NamedSharding``s on ``mesh``."""
+    return jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs, is_leaf=lambda x: isinstance(x, P))
+
+
+def _put_leaf(x: Any, target: jax.sharding.Sharding) -> Any:
+    """One leaf of ``put``."""
+    if target.is_fully_addressable or isinstance(x, jax.core.Tracer):
+        return jax.device_put(x, target)
+    if isinstance(x, jax.Array) and x.sharding == target:
+        return x
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:  # another layout of the same global array
+        return jax.jit(lambda y: y, out_shardings=target)(x)
+    # Another process's devices cannot take a local array (no cross-host transfers): each process places the host
+    # copy of the value, which is the same on every process. Typed keys go through their raw data.
+    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        data = jax.device_put(np.asarray(jax.random.key_data(x)), target)
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+    return jax.device_put(np.asarray(x), target)
+
+
+def put(tree: Any, shardings: Any) -> Any:
+    """``jax.device_put(tree, shardings)`` (``shardings`` a pytree prefix of ``tree``) that also works on a mesh of
+    several processes, where a local array cannot be sent to another process's devices: it must then hold the same
+    value on every process. A no-op for leaves already there."""
+    is_sharding = lambda x: isinstance(x, jax.sharding.Sharding)
+    return jax.tree.map(lambda sh, sub: jax.tree.map(lambda x: _put_leaf(x, sh), sub), shardings, tree,
+                        is_leaf=is_sharding)
+
+
 def on_mesh(fn: Callable, mesh: Mesh, specs: tuple) -> Callable:
     """``fn`` with its arguments first placed on ``mesh`` as ``specs`` (one pytree prefix of ``PartitionSpec``s
     per argument) say: they may come from elsewhere, e.g. a one-device computation or a restored checkpoint. A
     no-op for arguments already there."""
-    shardings = tuple(
-        jax.tree.map(lambda spec: NamedSharding(mesh, spec), spec_tree, is_leaf=lambda x: isinstance(x, P))
-        for spec_tree in specs
-    )
+    shardings = tuple(named(mesh, spec_tree) for spec_tree in specs)
 
     def placed(*args):
-        return fn(*(jax.device_put(a, sh) for a, sh in zip(args, shardings)))
+        return fn(*(put(a, sh) for a, sh in zip(args, shardings)))
 
     return placed
 

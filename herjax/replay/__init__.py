@@ -1,4 +1,5 @@
-"""Episode replay with hindsight goal relabelling."""
+"""Episode replay with hindsight goal relabelling (``her``), prioritised sampling (``prioritized``), and the loop's
+replay that combines them with a ring of demonstrations (``mixed``)."""
 
 from herjax.replay.her import (
     STRATEGIES,
@@ -10,9 +11,12 @@ from herjax.replay.her import (
     episode_capacity,
     future_p_from_replay_k,
     make_her_buffer,
+    relabel_transitions,
     sample_her_transitions,
     validate_strategy,
 )
+from herjax.replay.mixed import Replay, ReplayState, make_replay
+from herjax.replay.prioritized import Prioritized, PriorityState, make_prioritized
 
 __all__ = [
     "STRATEGIES",
@@ -24,6 +28,13 @@ __all__ = [
     "episode_capacity",
     "future_p_from_replay_k",
     "make_her_buffer",
+    "make_prioritized",
+    "make_replay",
+    "Prioritized",
+    "PriorityState",
+    "relabel_transitions",
+    "Replay",
+    "ReplayState",
     "sample_her_transitions",
     "validate_strategy",
 ]

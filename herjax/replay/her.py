@@ -126,15 +126,7 @@ def sample_her_transitions(
         ``Transitions`` with leading dimension ``N = batch_size``.
     """
     validate_strategy(strategy)
-    chex.assert_rank(
-        [episodes.obs, episodes.achieved_goal, episodes.desired_goal, episodes.action], 3
-    )
-    n_episodes, horizon = episodes.action.shape[:2]
-    chex.assert_equal_shape_prefix([episodes.desired_goal, episodes.action], 2)
-    chex.assert_shape(
-        [episodes.obs, episodes.achieved_goal], (n_episodes, horizon + 1, None)
-    )
-
+    n_episodes, horizon = _check_episodes(episodes)
     if n_valid is None:
         n_valid = n_episodes
     # An empty buffer would make randint's range empty; sampling it is a caller
@@ -144,7 +136,54 @@ def sample_her_transitions(
     episode_key, t_key, her_key, goal_key = jax.random.split(key, 4)
     episode_idx = jax.random.randint(episode_key, (batch_size,), 0, n_valid)
     t = jax.random.randint(t_key, (batch_size,), 0, horizon)
+    return relabel_transitions(
+        episodes, episode_idx, t, her_key, goal_key, compute_reward=compute_reward, strategy=strategy,
+        future_p=future_p,
+    )
 
+
+def _check_episodes(episodes: Episodes) -> tuple[int, int]:
+    """``(E, T)`` of a batch of episodes whose fields are shaped alike, or a chex error."""
+    chex.assert_rank(
+        [episodes.obs, episodes.achieved_goal, episodes.desired_goal, episodes.action], 3
+    )
+    n_episodes, horizon = episodes.action.shape[:2]
+    chex.assert_equal_shape_prefix([episodes.desired_goal, episodes.action], 2)
+    chex.assert_shape(
+        [episodes.obs, episodes.achieved_goal], (n_episodes, horizon + 1, None)
+    )
+    return n_episodes, horizon
+
+
+def relabel_transitions(
+    episodes: Episodes,
+    episode_idx: jax.Array,
+    t: jax.Array,
+    her_key: jax.Array,
+    goal_key: jax.Array,
+    *,
+    compute_reward: RewardFn,
+    strategy: str = "future",
+    future_p: float = 0.8,
+) -> Transitions:
+    """The transitions ``(episode_idx, t)`` of ``episodes``, their goals relabelled as ``sample_her_transitions``
+    describes; how the indices were drawn (uniformly, or by priority) is the caller's.
+
+    Args:
+        episodes: ``Episodes`` ``[E, ...]``.
+        episode_idx: ``[N]`` int, episodes.
+        t: ``[N]`` int in ``[0, T)``, steps.
+        her_key: PRNG key of the coin that picks the samples to relabel.
+        goal_key: PRNG key of the relabelled goals' steps.
+        compute_reward: pure ``(ag [..., goal_dim], g [..., goal_dim]) -> [...]``.
+        strategy: one of ``STRATEGIES``.
+        future_p: probability of relabelling a sample.
+
+    Returns:
+        ``Transitions`` ``[N]``.
+    """
+    _, horizon = _check_episodes(episodes)
+    batch_size = episode_idx.shape[0]
     goal = episodes.desired_goal[episode_idx, t]
     if strategy != "none":
         relabel = jax.random.uniform(her_key, (batch_size,)) < future_p
@@ -173,6 +212,12 @@ def sample_her_transitions(
     )
 
 
+def written_slots(state: BufferState, batch: int) -> jax.Array:
+    """``[batch]`` int32: the ring slots ``buffer_add`` writes a batch of ``batch`` episodes into, oldest first."""
+    n_slots = state.episodes.obs.shape[0]
+    return (state.insert_pos + jnp.arange(batch, dtype=jnp.int32)) % n_slots
+
+
 def buffer_add(state: BufferState, episodes: Episodes, n_new: Optional[jax.Array] = None) -> BufferState:
     """Writes a batch of episodes into the ring, overwriting the oldest.
 
@@ -198,7 +243,7 @@ def buffer_add(state: BufferState, episodes: Episodes, n_new: Optional[jax.Array
         raise ValueError(
             f"cannot add {batch} episodes at once to a ring of {n_slots} episodes"
         )
-    slots = (state.insert_pos + jnp.arange(batch, dtype=jnp.int32)) % n_slots
+    slots = written_slots(state, batch)
     if n_new is None:
         n_new, write = batch, lambda stored, new: new
     else:

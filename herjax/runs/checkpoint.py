@@ -20,6 +20,9 @@ the step. ``restore`` goes from the newest step to older ones (of every kind) an
 and reads back; a step it cannot use is reported and skipped, so one damaged checkpoint costs at most the
 epochs since the one before it.
 
+**Several processes** (``herjax.runs.hosts``): every process calls ``save`` and ``restore`` (orbax writes and reads
+each process's shards); process 0 alone writes the checksums and deletes steps, and the others wait for it.
+
     ckpt = Checkpointer(run_dir)
     ckpt.save("latest", state, meta)
     state, meta, where = restore(run_dir, abstract_state)      # newest readable
@@ -44,6 +47,9 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from herjax.runs import hosts
 
 KINDS = ("latest", "best", "periodic")
 KEEP_LATEST = 2
@@ -111,9 +117,25 @@ def _to_saveable(tree: Any) -> Any:
     def leaf(x: Any) -> Any:
         if _is_key(x):
             return jax.random.key_data(x)
-        return jnp.zeros((1,), x.dtype) if math.prod(x.shape) == 0 else x
+        return _placeholder(x) if math.prod(x.shape) == 0 else x
 
     return jax.tree.map(leaf, tree)
+
+
+def _placeholder(x: Any) -> Any:
+    """The one-element stand-in of an empty array: replicated on the mesh ``x`` lives on, if any (in a multi-process
+    run orbax saves only arrays of the whole mesh), else a plain one."""
+    sharding = None if isinstance(x, jax.core.Tracer) else getattr(x, "sharding", None)
+    if isinstance(sharding, jax.sharding.NamedSharding):
+        return jax.device_put(np.zeros((1,), x.dtype), _replicated(sharding))
+    return jnp.zeros((1,), x.dtype)
+
+
+def _replicated(sharding: Any) -> Any:
+    """``sharding``'s mesh, every array whole on each device (a ``NamedSharding``; any other sharding as it is)."""
+    if isinstance(sharding, jax.sharding.NamedSharding):
+        return jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
+    return sharding
 
 
 def _from_saveable(tree: Any, abstract: Any) -> Any:
@@ -138,10 +160,21 @@ def abstract_state(trainer: Any) -> Any:
     return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), stacked)
 
 
-def _restore_target(abstract: Any) -> Any:
-    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+def _restore_target(abstract: Any, shardings: Any = None) -> Any:
+    """What orbax reads a state of ``abstract``'s shapes into: each array where ``shardings`` (a pytree prefix of
+    ``abstract``, e.g. ``Trainer.state_shardings``) puts it, else on this process's first device."""
+    if shardings is None:
+        shardings = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     saveable = jax.eval_shape(_to_saveable, abstract)
-    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), saveable)
+
+    def target(sharding: Any, sub_abstract: Any, sub_saveable: Any) -> Any:
+        def leaf(a: Any, s: Any) -> Any:  # an empty array's placeholder is replicated (``_placeholder``)
+            return jax.ShapeDtypeStruct(
+                s.shape, s.dtype, sharding=_replicated(sharding) if math.prod(a.shape) == 0 else sharding)
+
+        return jax.tree.map(leaf, sub_abstract, sub_saveable)
+
+    return jax.tree.map(target, shardings, abstract, saveable, is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
 
 
 def _quiet_orbax() -> None:
@@ -220,7 +253,9 @@ class Checkpointer:
                 warnings.simplefilter("ignore")
                 manager.save(epoch, args=args, force=True)
             manager.wait_until_finished()
-            _write_checksums(where)
+            if hosts.is_main():
+                _write_checksums(where)
+            hosts.barrier(f"herjax checkpoint {kind}/{epoch}")
         except Exception as e:  # noqa: BLE001 -- only a full disk is translated; anything else goes on up
             if not out_of_space(e):
                 raise
@@ -242,7 +277,7 @@ class Checkpointer:
         except Exception:  # noqa: BLE001 -- closing after a failed write may fail the same way
             pass
         folder = checkpoint_dir(self.run_dir, kind)
-        for name in os.listdir(folder) if os.path.isdir(folder) else []:
+        for name in os.listdir(folder) if os.path.isdir(folder) and hosts.is_main() else []:
             if name == str(epoch) or name.startswith(f"{epoch}.orbax-checkpoint-tmp"):
                 shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
 
@@ -254,13 +289,14 @@ class Checkpointer:
 
 def drop_after(run_dir: str, epoch: int) -> list[str]:
     """Deletes every step newer than ``epoch`` (of every kind); returns what it deleted. A run resumed from
-    ``epoch`` recomputes those epochs exactly, so nothing is lost."""
-    dropped = []
-    for kind in KINDS:
-        for step in steps(run_dir, kind):
-            if step > epoch:
-                shutil.rmtree(step_dir(run_dir, kind, step))
-                dropped.append(f"{kind}/{step}")
+    ``epoch`` recomputes those epochs exactly, so nothing is lost. In a multi-process run process 0 deletes and
+    every process returns once it has."""
+    dropped = [f"{kind}/{step}" for kind in KINDS for step in steps(run_dir, kind) if step > epoch]
+    if hosts.is_main():
+        for name in dropped:
+            kind, step = name.split("/")
+            shutil.rmtree(step_dir(run_dir, kind, int(step)))
+    hosts.barrier(f"herjax drop_after {run_dir} {epoch}")
     return dropped
 
 
@@ -402,9 +438,9 @@ def _read_state(path: str, target: Any, *, partial: bool = False) -> Any:
         )
 
 
-def _restore_step(run_dir: str, kind: str, step: int, abstract: Any) -> tuple[Any, dict]:
+def _restore_step(run_dir: str, kind: str, step: int, abstract: Any, shardings: Any = None) -> tuple[Any, dict]:
     path, meta = _open_step(run_dir, kind, step)
-    target = _restore_target(abstract)
+    target = _restore_target(abstract, shardings)
     _check_fits(os.path.join(path, "state"), target, f"{kind}/{step}")
     state = _from_saveable(_read_state(path, target), abstract)
     if int(state.epoch) != step:
@@ -487,6 +523,7 @@ def restore(
     *,
     kinds: tuple[str, ...] = KINDS,
     warn: Optional[Callable[[str], None]] = None,
+    shardings: Any = None,
 ) -> tuple[Any, dict, str]:
     """The newest readable checkpoint among ``kinds``.
 
@@ -495,6 +532,8 @@ def restore(
         abstract: the state's shapes (``abstract_state(trainer)``).
         kinds: which kinds to consider, in order of preference on equal epochs.
         warn: called with one line for each step that could not be read (and is skipped).
+        shardings: where to put the state (``Trainer.state_shardings``: on the run's mesh, which a multi-process run
+            needs); ``None``: this process's first device.
 
     Returns:
         ``(state, meta, "kind/epoch")``. Raises ``CheckpointError`` if none reads back.
@@ -503,7 +542,7 @@ def restore(
     _quiet_failed_io()  # before the first read: the noise of a failed one can come at any time after it
     for kind, step in candidates(run_dir, kinds):
         try:
-            state, meta = _restore_step(run_dir, kind, step, abstract)
+            state, meta = _restore_step(run_dir, kind, step, abstract, shardings)
         except IncompatibleCheckpointError:
             raise
         except Exception as e:  # noqa: BLE001 -- any failure to read a step means: try the one before it
@@ -578,10 +617,23 @@ def load_run(run_dir: str, checkpoint: str = "best", *, backend: Optional[str] =
     if backend is not None:
         cfg = dataclasses.replace(cfg, backend=backend)
     env = envs.make(cfg.env, backend=cfg.backend)
-    trainer = loops.make_train(cfg, env)
+    trainer = loops.make_train(cfg, env, demos=_run_demos(run_dir, cfg, env))
     kinds = (checkpoint,) if checkpoint == "latest" or not steps(run_dir, "best") else ("best",)
     state, meta, where = restore(run_dir, abstract_state(trainer), kinds=kinds)
     return LoadedRun(config=cfg, env=env, trainer=trainer, state=state, meta=meta, where=where)
+
+
+def _run_demos(run_dir: str, cfg: Any, env: Any) -> Any:
+    """The demos a run with ``demos`` learns from: its own copy (``herjax.demos.RUN_FILE``), else ``None``."""
+    if cfg.demos is None:
+        return None
+    from herjax import demos as demos_lib
+
+    path = demos_lib.run_copy(run_dir)
+    try:
+        return demos_lib.load(path, env, name=cfg.env)
+    except demos_lib.DemoError as e:
+        raise CheckpointError(f"cannot load the run {run_dir!r}: {e}") from None
 
 
 def has_checkpoint(run_dir: str) -> bool:

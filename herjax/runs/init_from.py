@@ -46,6 +46,7 @@ import jax
 import jax.numpy as jnp
 
 from herjax.agents.common.normalizer import NormalizerState
+from herjax.loops import sharding
 from herjax.runs import checkpoint as ckpt_lib
 from herjax.runs.checkpoint import CheckpointError
 
@@ -212,7 +213,7 @@ def _test_success(meta: dict, epoch: int) -> Optional[float]:
 def merge(fresh_agent: Any, source_agent: Any) -> Any:
     """``fresh_agent`` (a new run's ``agent.init``) with its ``carried`` leaves replaced by ``source_agent``'s, each
     placed where the fresh leaf is (e.g. replicated over the run's devices)."""
-    take = lambda keep, old, new: jax.device_put(new, old.sharding) if keep else old
+    take = lambda keep, old, new: sharding.put(new, old.sharding) if keep else old  # also onto several processes
     return jax.tree.map(take, carried(fresh_agent), fresh_agent, source_agent)
 
 

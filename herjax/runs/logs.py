@@ -101,3 +101,13 @@ class ProgressLog:
         self._file.close()
         if self._tb is not None:
             self._tb.close()
+
+
+class NoProgressLog:
+    """A ``ProgressLog`` that writes nothing: a multi-process run's processes other than process 0."""
+
+    def write(self, row: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -5,7 +5,7 @@ Defaults are baselines' ``her`` defaults."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence, Union
+from typing import ClassVar, Optional, Sequence, Union
 
 from herjax import checks
 from herjax.agents.common import networks
@@ -43,7 +43,14 @@ class OffPolicyConfig:
         replay_k: relabelled goals per original goal (``future_p = 1 - 1 / (1 + replay_k)``).
         buffer_size: replay capacity in transitions, over all devices (each device keeps ``buffer_size / D`` of
             its own episodes, as each baselines worker keeps its own buffer).
+        huber: the critic regresses its targets with the Huber loss (``0.5 * d^2`` for ``|d| <= 1``, ``|d| - 0.5``
+            beyond; ``optax.losses.huber_loss``) instead of the squared error ``d^2`` (baselines). Its gradient is
+            bounded, which tempers the large errors prioritised replay seeks out.
+        BC_LOSS: whether the agent's factory takes ``bc=`` (a ``BCConfig``) for the behaviour-cloning actor loss of
+            ``demos=``; a class constant, not a key (``DDPGConfig`` and so ``TD3Config`` set it).
     """
+
+    BC_LOSS: ClassVar[bool] = False
 
     hidden: Sequence[int] = (256, 256, 256)
     activation: str = "relu"
@@ -63,6 +70,7 @@ class OffPolicyConfig:
     replay_strategy: str = "future"
     replay_k: int = 4
     buffer_size: int = 1_000_000
+    huber: bool = False
 
     def steps_per_cycle(self, horizon: int) -> int:
         """Env steps one env takes in a cycle: one whole episode."""
@@ -101,3 +109,36 @@ def resolve_clip_return(cfg: OffPolicyConfig, gamma: float) -> float:
     if isinstance(cfg.clip_return, bool):
         return 1.0 / (1.0 - gamma) if cfg.clip_return else float("inf")
     return float(cfg.clip_return)
+
+
+@dataclasses.dataclass(frozen=True)
+class BCConfig:
+    """Learning from demonstrations (Nair et al. 2018): the ``bc.*`` section, read only when ``demos=`` is set.
+
+    Each batch of ``<alg>.batch_size`` takes ``demo_batch_size`` transitions from the demos; the actor loss is
+    ``prm_loss_weight * (-mean Q(s, pi(s)) + action_l2 * mean (pi(s) / max_u)^2) + aux_loss_weight * sum over the
+    demo samples of ||pi(s) - a_demo||^2``, and with ``q_filter`` only demo samples whose action the critic rates
+    above the policy's, ``Q(s, a_demo) > Q(s, pi(s))``, are cloned. Defaults are Nair et al.'s (their batch: 128
+    demo transitions of 1024).
+
+    Attributes:
+        demo_batch_size: demo transitions per batch, over all devices; fewer than the batch size.
+        prm_loss_weight: weight of the usual DDPG actor loss.
+        aux_loss_weight: weight of the summed behaviour-cloning error.
+        q_filter: clone a demo action only where the critic prefers it to the policy's.
+    """
+
+    demo_batch_size: int = 128
+    prm_loss_weight: float = 0.001
+    aux_loss_weight: float = 0.0078
+    q_filter: bool = True
+
+    def validate(self, prefix: str, *, batch_size: int, batch_key: str, num_devices: int) -> None:
+        """Raises ``herjax.checks.ConfigError`` naming the first bad value (``prefix``: ``bc.``)."""
+        checks.positive(prefix, self, ("demo_batch_size",))
+        checks.check(self.demo_batch_size < batch_size, f"{prefix}demo_batch_size", self.demo_batch_size,
+                     f"< {batch_key} ({batch_size}): the rest of each batch comes from the replay buffer")
+        checks.check(self.demo_batch_size % num_devices == 0, f"{prefix}demo_batch_size", self.demo_batch_size,
+                     f"a multiple of num_devices={num_devices} (each device takes an equal share)")
+        for name in ("prm_loss_weight", "aux_loss_weight"):
+            checks.check(getattr(self, name) >= 0, f"{prefix}{name}", getattr(self, name), ">= 0")

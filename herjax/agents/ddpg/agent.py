@@ -22,18 +22,20 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from herjax.agents.base import OffPolicyAgent
+from herjax.agents.base import TD_ERROR, OffPolicyAgent
 from herjax.agents.common import export as export_lib
 from herjax.agents.common import normalizer, optim
 from herjax.agents.common.collectives import pmean
-from herjax.agents.common.config import resolve_clip_return, resolve_gamma
+from herjax.agents.common.config import BCConfig, resolve_clip_return, resolve_gamma
 from herjax.agents.common.networks import Actor, Critic, Torso
 from herjax.agents.common.targets import OnlineAndTarget, soft_update
 from herjax.agents.ddpg.config import DDPGConfig
-from herjax.agents.ddpg.losses import ActorApply, CriticApply, actor_loss, critic_loss
+from herjax.agents.ddpg.losses import ActorApply, CriticApply, actor_loss, critic_loss, demo_actor_loss
 from herjax.types import Transitions
 
 METRIC_NAMES = ("critic_loss", "actor_loss", "mean_Q")
+# With a ``bc`` config: the cloning error summed over the counted demo samples, and the fraction counted.
+BC_METRIC_NAMES = ("bc_loss", "bc_kept")
 
 
 @flax.struct.dataclass
@@ -88,11 +90,15 @@ def update_step(
     clip_obs: float,
     norm_eps: float,
     norm_clip: float,
+    huber: bool = False,
+    bc: Optional[BCConfig] = None,
 ) -> tuple[DDPGState, dict[str, jax.Array]]:
     """One critic step and one actor step on the same batch.
 
     Both gradients are taken at the pre-update parameters, as baselines computes them in a single session run
     before applying either; with ``axis_name`` they are averaged over the devices (baselines' MPI Adam).
+    ``transitions.weight`` (when set) weights each sample's critic loss; with ``bc`` the actor loss is Nair et
+    al.'s (``demo_actor_loss``) on the samples ``transitions.is_demo`` marks (none when it is ``None``).
 
     Args:
         state: agent state.
@@ -109,9 +115,12 @@ def update_step(
         clip_obs: raw input clip.
         norm_eps: normaliser std floor.
         norm_clip: normalised input clip.
+        huber: the critic's Huber loss instead of the squared error.
+        bc: the behaviour-cloning loss's weights, or ``None`` (DDPG's actor loss).
 
     Returns:
-        ``(state, metrics)`` with ``[]`` metrics ``critic_loss``, ``actor_loss``, ``mean_Q``.
+        ``(state, metrics)`` with ``[]`` metrics ``critic_loss``, ``actor_loss``, ``mean_Q`` (and with ``bc``
+        ``BC_METRIC_NAMES``), averaged over devices; with ``transitions.weight`` also ``TD_ERROR`` ``[N]``.
     """
     norm = functools.partial(
         normalizer.preprocess, state.obs_stats, state.goal_stats,
@@ -124,11 +133,11 @@ def update_step(
     (c_loss, c_aux), critic_grads = jax.value_and_grad(critic_loss, has_aux=True)(
         state.critic.online, state.actor.target, state.critic.target, obs, goal, transitions.action,
         transitions.reward, next_obs, actor_apply=actor_apply, critic_apply=critic_apply, gamma=gamma,
-        clip_return=clip_return,
+        clip_return=clip_return, weight=transitions.weight, huber=huber,
     )
-    a_loss, actor_grads = jax.value_and_grad(actor_loss)(
-        state.actor.online, state.critic.online, obs, goal, actor_apply=actor_apply, critic_apply=critic_apply,
-        action_l2=action_l2, max_u=max_u,
+    a_loss, actor_grads, bc_metrics = actor_value_and_grad(
+        state.actor.online, state.critic.online, obs, goal, transitions, bc=bc, actor_apply=actor_apply,
+        critic_apply=critic_apply, action_l2=action_l2, max_u=max_u,
     )
     critic_grads, actor_grads = pmean((critic_grads, actor_grads), axis_name)
     critic_params, critic_opt_state = optim.apply(
@@ -142,8 +151,43 @@ def update_step(
         actor_opt_state=actor_opt_state,
         step=state.step + 1,
     )
-    metrics = {"critic_loss": c_loss, "actor_loss": a_loss, "mean_Q": jnp.mean(c_aux.q)}
-    return new_state, pmean(metrics, axis_name)
+    metrics = {"critic_loss": c_loss, "actor_loss": a_loss, "mean_Q": jnp.mean(c_aux.q), **bc_metrics}
+    return new_state, with_td_error(pmean(metrics, axis_name), transitions, c_aux.td_error)
+
+
+def actor_value_and_grad(
+    actor_params: chex.ArrayTree, critic_params: chex.ArrayTree, obs: jax.Array, goal: jax.Array,
+    transitions: Transitions, *, bc: Optional[BCConfig], actor_apply: ActorApply, critic_apply: CriticApply,
+    action_l2: float, max_u: float,
+) -> tuple[jax.Array, chex.ArrayTree, dict[str, jax.Array]]:
+    """DDPG's actor loss (``actor_loss``) and its gradient, or with ``bc`` Nair et al.'s (``demo_actor_loss`` on the
+    demo samples of ``transitions``). ``obs`` and ``goal`` are the batch's normalised inputs.
+
+    Returns:
+        ``([] loss, actor gradient, metrics)``: ``metrics`` are ``BC_METRIC_NAMES`` with ``bc``, else empty.
+    """
+    nets = dict(actor_apply=actor_apply, critic_apply=critic_apply, action_l2=action_l2, max_u=max_u)
+    if bc is None:
+        loss, grads = jax.value_and_grad(actor_loss)(actor_params, critic_params, obs, goal, **nets)
+        return loss, grads, {}
+    (loss, aux), grads = jax.value_and_grad(demo_actor_loss, has_aux=True)(
+        actor_params, critic_params, obs, goal, transitions.action, demo_mask(transitions),
+        prm_loss_weight=bc.prm_loss_weight, aux_loss_weight=bc.aux_loss_weight, q_filter=bc.q_filter, **nets,
+    )
+    return loss, grads, aux._asdict()
+
+
+def demo_mask(transitions: Transitions) -> jax.Array:
+    """``[N]`` bool: ``transitions.is_demo``, or all False when the batch has no demo samples."""
+    if transitions.is_demo is None:
+        return jnp.zeros(transitions.reward.shape, bool)
+    return transitions.is_demo
+
+
+def with_td_error(metrics: dict, transitions: Transitions, td_error: jax.Array) -> dict:
+    """``metrics`` plus ``TD_ERROR`` (this device's per-sample ``[N]``) when the batch is prioritised (has
+    ``weight``): what the loop needs for new priorities."""
+    return metrics if transitions.weight is None else {**metrics, TD_ERROR: td_error}
 
 
 def check_inputs(obs: jax.Array, goal: jax.Array, obs_dim: int, goal_dim: int) -> None:
@@ -161,9 +205,16 @@ def check_transitions(transitions: Transitions, obs_dim: int, goal_dim: int, act
     chex.assert_shape([transitions.obs, transitions.next_obs], (n, obs_dim))
     chex.assert_shape(transitions.desired_goal, (n, goal_dim))
     chex.assert_shape(transitions.action, (n, act_dim))
+    if transitions.is_demo is not None:
+        chex.assert_shape(transitions.is_demo, (n,))
+        chex.assert_type(transitions.is_demo, bool)
+    if transitions.weight is not None:
+        chex.assert_shape(transitions.weight, (n,))
 
 
-def make_ddpg(cfg: DDPGConfig, *, obs_dim: int, goal_dim: int, act_dim: int, horizon: int) -> OffPolicyAgent:
+def make_ddpg(
+    cfg: DDPGConfig, *, obs_dim: int, goal_dim: int, act_dim: int, horizon: int, bc: Optional[BCConfig] = None
+) -> OffPolicyAgent:
     """Builds a DDPG agent for fixed input/output sizes.
 
     Args:
@@ -172,6 +223,8 @@ def make_ddpg(cfg: DDPGConfig, *, obs_dim: int, goal_dim: int, act_dim: int, hor
         goal_dim: goal size.
         act_dim: action size.
         horizon: episode length ``T`` (sets the default ``gamma``).
+        bc: learning from demonstrations: the actor also clones the batch's demo samples (``demo_actor_loss``);
+            ``None``: DDPG's actor loss.
 
     Returns:
         An ``OffPolicyAgent``.
@@ -221,7 +274,7 @@ def make_ddpg(cfg: DDPGConfig, *, obs_dim: int, goal_dim: int, act_dim: int, hor
     step = functools.partial(
         update_step, actor_apply=actor_net.apply, critic_apply=critic_net.apply, actor_optimizer=actor_optimizer,
         critic_optimizer=critic_optimizer, gamma=gamma, clip_return=clip_return, action_l2=cfg.action_l2,
-        max_u=cfg.max_u, **input_clips,
+        max_u=cfg.max_u, huber=cfg.huber, bc=bc, **input_clips,
     )
 
     def update(
@@ -259,5 +312,6 @@ def make_ddpg(cfg: DDPGConfig, *, obs_dim: int, goal_dim: int, act_dim: int, hor
 
     return OffPolicyAgent(
         init=init, act=act, greedy=greedy, value=value, update=update, end_of_cycle=end_of_cycle,
-        update_normalizer=update_normalizer, summary=summary, metric_names=METRIC_NAMES, export=export,
+        update_normalizer=update_normalizer, summary=summary, export=export,
+        metric_names=METRIC_NAMES + (BC_METRIC_NAMES if bc is not None else ()),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 from herjax import checks
 from herjax.agents.common.config import OffPolicyConfig
@@ -17,6 +18,8 @@ class DDPGConfig(OffPolicyConfig):
         noise_eps: std of Gaussian exploration noise, in units of ``max_u``.
         random_eps: probability of a uniformly random action.
     """
+
+    BC_LOSS: ClassVar[bool] = True  # make_ddpg (and make_td3) take bc= (Nair et al.'s deterministic-actor loss)
 
     action_l2: float = 1.0
     noise_eps: float = 0.2

@@ -33,7 +33,7 @@ from herjax.agents.common.collectives import pmean
 from herjax.agents.common.config import resolve_clip_return, resolve_gamma
 from herjax.agents.common.networks import DEFAULT_HIDDEN, DoubleCritic, Torso
 from herjax.agents.common.targets import OnlineAndTarget, soft_update
-from herjax.agents.ddpg.agent import check_inputs, check_transitions
+from herjax.agents.ddpg.agent import check_inputs, check_transitions, with_td_error
 from herjax.agents.ppo.losses import tanh_gaussian_log_prob
 from herjax.agents.sac.config import SACConfig, resolve_target_entropy
 from herjax.agents.sac.losses import DoubleCriticApply, PolicySample, actor_loss, alpha_loss, critic_loss
@@ -143,12 +143,13 @@ def update_step(
     clip_obs: float,
     norm_eps: float,
     norm_clip: float,
+    huber: bool = False,
 ) -> tuple[SACState, dict[str, jax.Array]]:
     """One critic, one policy and one temperature step on the same batch.
 
     All three gradients are taken at the pre-update parameters and temperature; the temperature's gradient uses
     the log-probabilities of the policy loss's own sample. With ``axis_name`` the gradients are averaged over the
-    devices, like DDPG's.
+    devices, like DDPG's. ``transitions.weight`` (when set) weights each sample's critic loss.
 
     Args:
         state: agent state.
@@ -166,10 +167,12 @@ def update_step(
         clip_obs: raw input clip.
         norm_eps: normaliser std floor.
         norm_clip: normalised input clip.
+        huber: the critics' Huber loss instead of the squared error.
 
     Returns:
         ``(state, metrics)`` with ``[]`` metrics ``METRIC_NAMES``; ``alpha`` is the temperature the losses used and
-        ``entropy`` is ``-mean log pi`` of the policy loss's sample.
+        ``entropy`` is ``-mean log pi`` of the policy loss's sample. With ``transitions.weight`` also ``TD_ERROR``
+        ``[N]`` (the larger over the two critics).
     """
     clips = dict(clip_obs=clip_obs, norm_eps=norm_eps, norm_clip=norm_clip)
     stats = (state.obs_stats, state.goal_stats)
@@ -182,7 +185,8 @@ def update_step(
 
     (c_loss, c_aux), critic_grads = jax.value_and_grad(critic_loss, has_aux=True)(
         state.critic.online, state.actor, state.critic.target, alpha, obs, goal, transitions.action,
-        transitions.reward, next_obs, critic_key, gamma=gamma, clip_return=clip_return, **nets,
+        transitions.reward, next_obs, critic_key, gamma=gamma, clip_return=clip_return, weight=transitions.weight,
+        huber=huber, **nets,
     )
     (a_loss, log_prob), actor_grads = jax.value_and_grad(actor_loss, has_aux=True)(
         state.actor, state.critic.online, alpha, obs, goal, actor_key, **nets
@@ -206,7 +210,7 @@ def update_step(
         step=state.step + 1,
     )
     metrics = dict(zip(METRIC_NAMES, (c_loss, a_loss, jnp.mean(c_aux.q), alpha, -jnp.mean(log_prob))))
-    return new_state, pmean(metrics, axis_name)
+    return new_state, with_td_error(pmean(metrics, axis_name), transitions, c_aux.td_error)
 
 
 def make_sac(cfg: SACConfig, *, obs_dim: int, goal_dim: int, act_dim: int, horizon: int) -> OffPolicyAgent:
@@ -272,7 +276,7 @@ def make_sac(cfg: SACConfig, *, obs_dim: int, goal_dim: int, act_dim: int, horiz
     step = functools.partial(
         update_step, policy_sample=policy_sample, critic_apply=critic_net.apply, actor_optimizer=actor_optimizer,
         critic_optimizer=critic_optimizer, alpha_optimizer=alpha_optimizer, gamma=gamma, clip_return=clip_return,
-        target_entropy=resolve_target_entropy(cfg, act_dim), **clips,
+        target_entropy=resolve_target_entropy(cfg, act_dim), huber=cfg.huber, **clips,
     )
 
     def update(

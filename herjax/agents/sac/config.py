@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import ClassVar, Optional
 
 from herjax import checks
 from herjax.agents.common.config import OffPolicyConfig
@@ -44,6 +44,10 @@ class SACConfig(OffPolicyConfig):
         log_std_min: lower clip of the policy's pre-tanh log-std.
         log_std_max: upper clip of the policy's pre-tanh log-std.
     """
+
+    # Nair et al.'s behaviour cloning is defined for a deterministic actor (DDPG's); SAC's stochastic one would
+    # need its own (e.g. cloning the mean action with the entropy term kept), which herjax does not offer.
+    BC_LOSS: ClassVar[bool] = False
 
     alpha_lr: float = 1e-3
     init_alpha: float = 1.0

@@ -4,13 +4,13 @@ critics through ``critic_apply``, so each loss can be checked with stubs of know
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import chex
 import jax
 import jax.numpy as jnp
 
-from herjax.agents.ddpg.losses import CriticAux, td_target
+from herjax.agents.ddpg.losses import CriticAux, regression_loss, td_target
 
 PolicySample = Callable[[chex.ArrayTree, jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 """``(params, obs [N, o], goal [N, g], key) -> (action [N, A], log_prob [N])``, differentiable in ``params``."""
@@ -35,8 +35,10 @@ def critic_loss(
     critic_apply: DoubleCriticApply,
     gamma: float,
     clip_return: float,
+    weight: Optional[jax.Array] = None,
+    huber: bool = False,
 ) -> tuple[jax.Array, CriticAux]:
-    """Summed mean squared soft TD errors of the twin critics.
+    """Summed mean squared soft TD errors of the twin critics (``regression_loss``: optionally weighted, or Huber).
 
     The target is ``clip(r + gamma * (min_i Q'_i(o2, g, a2) - alpha * log pi(a2 | o2, g)), -clip_return, 0)`` with
     ``a2`` sampled from the current policy at ``o2`` (SAC keeps no target actor), held fixed.
@@ -56,17 +58,21 @@ def critic_loss(
         critic_apply: the twin critics.
         gamma: discount.
         clip_return: magnitude of the lower target clip.
+        weight: ``[N]`` importance weights of the samples, or ``None`` (all 1).
+        huber: the Huber loss instead of the squared error.
 
     Returns:
-        ``([] loss, CriticAux)`` with ``q`` the first critic's ``[N]`` values.
+        ``([] loss, CriticAux)`` with ``q`` the first critic's ``[N]`` values and ``td_error`` the larger
+        ``|target_q - q|`` of the two critics.
     """
     next_action, next_log_prob = policy_sample(policy_params, next_obs, goal, key)
     next_q = jnp.min(critic_apply(target_critic_params, next_obs, goal, next_action), axis=0)
     soft_next_q = next_q - alpha * next_log_prob
     target_q = jax.lax.stop_gradient(td_target(reward, soft_next_q, gamma=gamma, clip_return=clip_return))
     q = critic_apply(critic_params, obs, goal, action)
-    loss = jnp.sum(jnp.mean(jnp.square(q - target_q), axis=-1))
-    return loss, CriticAux(q=q[0], target_q=target_q)
+    loss = jnp.sum(regression_loss(target_q - q, weight, huber=huber))
+    td_error = jax.lax.stop_gradient(jnp.max(jnp.abs(target_q - q), axis=0))
+    return loss, CriticAux(q=q[0], target_q=target_q, td_error=td_error)
 
 
 def actor_loss(

@@ -24,11 +24,13 @@ import optax
 from herjax.agents.base import OffPolicyAgent
 from herjax.agents.common import normalizer, optim
 from herjax.agents.common.collectives import pmean
-from herjax.agents.common.config import resolve_clip_return, resolve_gamma
+from herjax.agents.common.config import BCConfig, resolve_clip_return, resolve_gamma
 from herjax.agents.common.networks import Actor, DoubleCritic, Torso
 from herjax.agents.common.targets import OnlineAndTarget
-from herjax.agents.ddpg.agent import DDPGState, check_transitions, make_ddpg
-from herjax.agents.ddpg.losses import ActorApply, actor_loss
+from herjax.agents.ddpg.agent import (
+    BC_METRIC_NAMES, DDPGState, actor_value_and_grad, check_transitions, make_ddpg, with_td_error,
+)
+from herjax.agents.ddpg.losses import ActorApply
 from herjax.agents.td3.config import TD3Config
 from herjax.agents.td3.losses import DoubleCriticApply, first_critic, twin_critic_loss
 from herjax.types import Transitions
@@ -62,6 +64,8 @@ def update_step(
     clip_obs: float,
     norm_eps: float,
     norm_clip: float,
+    huber: bool = False,
+    bc: Optional[BCConfig] = None,
 ) -> tuple[TD3State, dict[str, jax.Array]]:
     """One step of both critics, and one of the actor when ``state.step % policy_delay == 0``.
 
@@ -69,6 +73,8 @@ def update_step(
     updated first critic. That gradient is computed on every call and its step kept or dropped by a select, so
     the function has no data-dependent branch; a dropped step leaves the actor and its Adam state (and Adam's
     step count) as they were. With ``axis_name`` both gradients are averaged over the devices, as DDPG's are.
+    ``transitions.weight``, ``huber`` and ``bc`` act as in DDPG's ``update_step``; the Q-filter reads the first
+    critic, the one the actor is trained on.
 
     Args:
         state: agent state.
@@ -89,10 +95,13 @@ def update_step(
         clip_obs: raw input clip.
         norm_eps: normaliser std floor.
         norm_clip: normalised input clip.
+        huber: the critics' Huber loss instead of the squared error.
+        bc: the behaviour-cloning loss's weights, or ``None`` (DDPG's actor loss).
 
     Returns:
         ``(state, metrics)``: ``[]`` metrics ``critic_loss`` (summed over the critics), ``actor_loss`` (also when
-        its step is dropped) and ``mean_Q`` (the first critic on the batch, before the step), averaged over devices.
+        its step is dropped) and ``mean_Q`` (the first critic on the batch, before the step), with ``bc`` also
+        ``BC_METRIC_NAMES``, averaged over devices; with ``transitions.weight`` also ``TD_ERROR`` ``[N]``.
     """
     # o and o2 share the goal, so they go through the normaliser together.
     both_obs, goal = normalizer.preprocess(
@@ -104,12 +113,13 @@ def update_step(
         state.critic.online, state.actor.target, state.critic.target, obs, goal, transitions.action,
         transitions.reward, next_obs, key, actor_apply=actor_apply, critic_apply=critic_apply, gamma=gamma,
         clip_return=clip_return, max_u=max_u, target_noise=target_noise, target_noise_clip=target_noise_clip,
+        weight=transitions.weight, huber=huber,
     )
     critic_params, critic_opt_state = optim.apply(
         critic_optimizer, state.critic.online, pmean(critic_grads, axis_name), state.critic_opt_state
     )
-    a_loss, actor_grads = jax.value_and_grad(actor_loss)(
-        state.actor.online, critic_params, obs, goal, actor_apply=actor_apply,
+    a_loss, actor_grads, bc_metrics = actor_value_and_grad(
+        state.actor.online, critic_params, obs, goal, transitions, bc=bc, actor_apply=actor_apply,
         critic_apply=first_critic(critic_apply), action_l2=action_l2, max_u=max_u,
     )
     stepped = optim.apply(actor_optimizer, state.actor.online, pmean(actor_grads, axis_name), state.actor_opt_state)
@@ -117,15 +127,18 @@ def update_step(
     actor_params, actor_opt_state = jax.tree.map(
         lambda new, old: jnp.where(actor_turn, new, old), stepped, (state.actor.online, state.actor_opt_state)
     )
-    metrics = dict(zip(METRIC_NAMES, (c_loss, a_loss, jnp.mean(c_aux.q[0]))))
+    metrics = {**dict(zip(METRIC_NAMES, (c_loss, a_loss, jnp.mean(c_aux.q[0])))), **bc_metrics}
     return state.replace(
         actor=state.actor._replace(online=actor_params), critic=state.critic._replace(online=critic_params),
         actor_opt_state=actor_opt_state, critic_opt_state=critic_opt_state, step=state.step + 1,
-    ), pmean(metrics, axis_name)
+    ), with_td_error(pmean(metrics, axis_name), transitions, c_aux.td_error)
 
 
-def make_td3(cfg: TD3Config, *, obs_dim: int, goal_dim: int, act_dim: int, horizon: int) -> OffPolicyAgent:
-    """Builds a TD3 agent from the arguments ``make_ddpg`` takes (``cfg`` a ``TD3Config``).
+def make_td3(
+    cfg: TD3Config, *, obs_dim: int, goal_dim: int, act_dim: int, horizon: int, bc: Optional[BCConfig] = None
+) -> OffPolicyAgent:
+    """Builds a TD3 agent from the arguments ``make_ddpg`` takes (``cfg`` a ``TD3Config``; ``bc``: learning from
+    demonstrations, as DDPG's).
 
     Returns:
         An ``OffPolicyAgent`` whose ``update(state, transitions, key, axis_name=None)`` needs its ``key`` (the
@@ -161,7 +174,8 @@ def make_td3(cfg: TD3Config, *, obs_dim: int, goal_dim: int, act_dim: int, horiz
         update_step, actor_apply=actor_net.apply, critic_apply=critic_net.apply, actor_optimizer=actor_optimizer,
         critic_optimizer=critic_optimizer, policy_delay=cfg.policy_delay, gamma=gamma,
         clip_return=resolve_clip_return(cfg, gamma), action_l2=cfg.action_l2, max_u=cfg.max_u,
-        target_noise=cfg.target_noise, target_noise_clip=cfg.target_noise_clip, **input_clips,
+        target_noise=cfg.target_noise, target_noise_clip=cfg.target_noise_clip, huber=cfg.huber, bc=bc,
+        **input_clips,
     )
 
     def update(
@@ -171,4 +185,5 @@ def make_td3(cfg: TD3Config, *, obs_dim: int, goal_dim: int, act_dim: int, horiz
         check_transitions(transitions, obs_dim, goal_dim, act_dim)
         return step(state, transitions, key, axis_name)
 
-    return ddpg._replace(init=init, value=value, update=update, metric_names=METRIC_NAMES)
+    metric_names = METRIC_NAMES + (BC_METRIC_NAMES if bc is not None else ())
+    return ddpg._replace(init=init, value=value, update=update, metric_names=metric_names)

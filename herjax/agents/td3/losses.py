@@ -8,23 +8,26 @@ of the two target critics, at a target action smoothed by clipped noise.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import chex
 import jax
 import jax.numpy as jnp
 
-from herjax.agents.ddpg.losses import ActorApply, CriticApply, td_target
+from herjax.agents.ddpg.losses import ActorApply, CriticApply, regression_loss, td_target
 
 DoubleCriticApply = Callable[[chex.ArrayTree, jax.Array, jax.Array, jax.Array], jax.Array]
 """``(params, obs [N, obs_dim], goal [N, goal_dim], action [N, act_dim]) -> [n_critics, N]``."""
 
 
 class TwinCriticAux(NamedTuple):
-    """Side outputs of ``twin_critic_loss``: every critic's ``q [n_critics, N]`` and the shared ``target_q [N]``."""
+    """Side outputs of ``twin_critic_loss``: every critic's ``q [n_critics, N]``, the shared ``target_q [N]`` and
+    ``td_error [N]``, the largest ``|target_q - q|`` over the critics (the priority of prioritised replay, as
+    Fujimoto et al. 2020 take it for TD3)."""
 
     q: jax.Array
     target_q: jax.Array
+    td_error: jax.Array
 
 
 def first_critic(critic_apply: DoubleCriticApply) -> CriticApply:
@@ -66,6 +69,8 @@ def twin_critic_loss(
     max_u: float,
     target_noise: float,
     target_noise_clip: float,
+    weight: Optional[jax.Array] = None,
+    huber: bool = False,
 ) -> tuple[jax.Array, TwinCriticAux]:
     """Clipped double-Q loss: the sum over the critics of each one's mean squared error to one shared target.
 
@@ -91,6 +96,8 @@ def twin_critic_loss(
         max_u: action bound.
         target_noise: smoothing noise std, in units of ``max_u``.
         target_noise_clip: smoothing noise bound, in units of ``max_u``.
+        weight: ``[N]`` importance weights of the samples, or ``None`` (all 1).
+        huber: the Huber loss instead of the squared error (``regression_loss``).
 
     Returns:
         ``([] loss, TwinCriticAux)``.
@@ -102,5 +109,6 @@ def twin_critic_loss(
     next_q = jnp.min(critic_apply(target_critic_params, next_obs, goal, next_action), axis=0)
     target_q = jax.lax.stop_gradient(td_target(reward, next_q, gamma=gamma, clip_return=clip_return))
     q = critic_apply(critic_params, obs, goal, action)
-    loss = jnp.sum(jnp.mean(jnp.square(q - target_q), axis=-1))
-    return loss, TwinCriticAux(q=q, target_q=target_q)
+    loss = jnp.sum(regression_loss(target_q - q, weight, huber=huber))
+    td_error = jax.lax.stop_gradient(jnp.max(jnp.abs(target_q - q), axis=0))
+    return loss, TwinCriticAux(q=q, target_q=target_q, td_error=td_error)
