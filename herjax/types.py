@@ -5,7 +5,7 @@ They live here, below every module that uses them, so that no module imports one
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 
@@ -43,7 +43,10 @@ class Transitions(NamedTuple):
         next_achieved_goal: ``[N, goal_dim]`` achieved goal at ``t + 1``.
         desired_goal: ``[N, goal_dim]`` the (possibly relabelled) goal.
         action: ``[N, act_dim]`` action taken at ``t``.
-        reward: ``[N]`` float32, ``compute_reward(next_achieved_goal, desired_goal)``.
+        reward: ``[N]`` float32, ``compute_reward(next_achieved_goal, desired_goal)``; with n-step returns, the
+            discounted sum of the ``k`` rewards up to ``next_obs``.
+        discount: ``[N]`` what the critic's target multiplies the next value by, ``gamma ** k`` for a ``k``-step
+            return; ``None``: one step, the agent's ``gamma``.
     """
 
     obs: jax.Array
@@ -53,6 +56,7 @@ class Transitions(NamedTuple):
     desired_goal: jax.Array
     action: jax.Array
     reward: jax.Array
+    discount: Optional[jax.Array] = None
 
 
 class PolicyStep(NamedTuple):

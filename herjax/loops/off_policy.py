@@ -26,6 +26,7 @@ from jax.sharding import PartitionSpec as P
 
 from herjax.agents.base import OffPolicyAgent
 from herjax.agents.common.collectives import pmean, psum
+from herjax.agents.common.config import resolve_gamma
 from herjax.envs.fetch import FetchEnv
 from herjax.loops import common, sharding
 from herjax.replay.her import HerBuffer, future_p_from_replay_k, make_her_buffer, sample_her_transitions
@@ -168,7 +169,7 @@ def make_train(cfg: Any, env: FetchEnv, *, make_agent: Callable[..., OffPolicyAg
     buffer = make_her_buffer(
         capacity=section.buffer_size // num_devices, horizon=horizon, obs_dim=env.obs_dim, goal_dim=env.goal_dim,
         act_dim=env.action_dim, compute_reward=env.compute_reward, strategy=section.replay_strategy,
-        replay_k=section.replay_k,
+        replay_k=section.replay_k, n_step=section.n_step, gamma=resolve_gamma(section, horizon),
     )
     axis, per_device_keys = sharding.axis_name(num_devices), num_devices > 1
     seeds = sharding.SEEDS if cfg.num_seeds > 1 else None

@@ -92,6 +92,8 @@ def sample_her_transitions(
     strategy: str = "future",
     future_p: float = 0.8,
     n_valid: Optional[Union[int, jax.Array]] = None,
+    n_step: int = 1,
+    gamma: float = 1.0,
 ) -> Transitions:
     """Samples transitions uniformly from episodes and relabels goals.
 
@@ -121,6 +123,12 @@ def sample_her_transitions(
         future_p: probability of relabelling a sample.
         n_valid: only episodes ``[0, n_valid)`` are sampled (int or ``[]`` int
             array; must be >= 1). ``None`` means all ``E``.
+        n_step: static; above 1, ``k = min(n_step, T - t)`` steps: ``reward`` is
+            ``sum_j gamma**j * compute_reward(ag[t + 1 + j], goal)`` for ``j < k``
+            (the relabelled goal throughout), ``next_obs`` and ``next_achieved_goal``
+            are those of ``t + k``, and ``discount`` is ``gamma**k``. 1: one step
+            and ``discount`` ``None`` (the agent's gamma), as baselines.
+        gamma: the discount of an n-step return.
 
     Returns:
         ``Transitions`` with leading dimension ``N = batch_size``.
@@ -159,18 +167,38 @@ def sample_her_transitions(
         relabelled_goal = episodes.achieved_goal[episode_idx, goal_t]
         goal = jnp.where(relabel[:, None], relabelled_goal, goal)
 
-    next_achieved_goal = episodes.achieved_goal[episode_idx, t + 1]
-    reward = jnp.asarray(compute_reward(next_achieved_goal, goal), jnp.float32)
+    if n_step == 1:
+        next_t, discount = t + 1, None
+        reward = jnp.asarray(compute_reward(episodes.achieved_goal[episode_idx, next_t], goal), jnp.float32)
+    else:
+        next_t, reward, discount = _n_step_return(episodes.achieved_goal, episode_idx, t, goal, horizon,
+                                                  compute_reward=compute_reward, n_step=n_step, gamma=gamma)
     chex.assert_shape(reward, (batch_size,))
     return Transitions(
         obs=episodes.obs[episode_idx, t],
-        next_obs=episodes.obs[episode_idx, t + 1],
+        next_obs=episodes.obs[episode_idx, next_t],
         achieved_goal=episodes.achieved_goal[episode_idx, t],
-        next_achieved_goal=next_achieved_goal,
+        next_achieved_goal=episodes.achieved_goal[episode_idx, next_t],
         desired_goal=goal,
         action=episodes.action[episode_idx, t],
         reward=reward,
+        discount=discount,
     )
+
+
+def _n_step_return(
+    achieved_goal: jax.Array, episode_idx: jax.Array, t: jax.Array, goal: jax.Array, horizon: int, *,
+    compute_reward: RewardFn, n_step: int, gamma: float,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(t + k, sum_{j<k} gamma**j r_{t+j}, gamma**k)`` with ``k = min(n_step, T - t)``, each ``[N]``: the rewards
+    of the ``k`` steps after ``t`` under ``goal``, cut at the episode's end."""
+    k = jnp.minimum(n_step, horizon - t)
+    offsets = jnp.arange(n_step)
+    reached = jnp.minimum(t[:, None] + 1 + offsets, horizon)  # [N, n]; clipped steps are masked below
+    rewards = compute_reward(achieved_goal[episode_idx[:, None], reached], goal[:, None, :])
+    weights = jnp.where(offsets < k[:, None], gamma ** offsets.astype(jnp.float32), 0.0)
+    reward = jnp.sum(weights * rewards, axis=1).astype(jnp.float32)
+    return t + k, reward, jnp.asarray(gamma, jnp.float32) ** k.astype(jnp.float32)
 
 
 def buffer_add(state: BufferState, episodes: Episodes, n_new: Optional[jax.Array] = None) -> BufferState:
@@ -227,6 +255,8 @@ def make_her_buffer(
     strategy: str = "future",
     replay_k: float = 4,
     dtype: jnp.dtype = jnp.float32,
+    n_step: int = 1,
+    gamma: float = 1.0,
 ) -> HerBuffer:
     """Builds a HER replay buffer holding ``capacity // horizon`` whole episodes.
 
@@ -240,6 +270,8 @@ def make_her_buffer(
         strategy: relabelling strategy, see ``sample_her_transitions``.
         replay_k: relabelled goals per original goal; ``future_p = 1 - 1/(1+replay_k)``.
         dtype: storage dtype of all arrays.
+        n_step: steps of the sampled returns, see ``sample_her_transitions``.
+        gamma: their discount.
 
     Returns:
         ``HerBuffer(init, add, sample)``.
@@ -275,6 +307,8 @@ def make_her_buffer(
             strategy=strategy,
             future_p=future_p,
             n_valid=state.size,
+            n_step=n_step,
+            gamma=gamma,
         )
 
     return HerBuffer(init=init, add=buffer_add, sample=sample)
