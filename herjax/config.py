@@ -23,7 +23,11 @@ config is what a run writes to ``config.yaml``.
 
 **Scale presets** (``scale=...``, off-policy algorithms), applied before the other overrides, which win:
 
-* ``single`` (default): one baselines worker, ``num_envs 2`` (rollout_batch_size), ``<alg>.batch_size 256``,
+* ``fast`` (default): the env's fastest measured recipe for the kind of device JAX runs on (``EnvSpec.recipes``:
+  ``cpu`` or ``accelerator``, else the ``cpu`` one; an env without recipes trains as ``single``). FetchPush,
+  PickAndPlace and Slide on a CPU: 16 envs a cycle, batch 1024, 3 x 128 networks, 3-step returns, 25 cycles an
+  epoch and 100 test episodes (``herjax.envs``); FetchReach has none (``single``).
+* ``single``: one baselines worker, ``num_envs 2`` (rollout_batch_size), ``<alg>.batch_size 256``,
   ``<alg>.buffer_size 1e6``.
 * ``workersN`` (``workers8``, ...): N baselines workers on one device, ``num_envs 2N``, ``batch_size 256N``,
   ``buffer_size N * 1e6`` (each worker keeps its own buffer).
@@ -68,16 +72,30 @@ MAX_WORKERS = 256
 
 
 def scale_names() -> tuple[str, ...]:
-    return (*SCALES, f"workers1..workers{MAX_WORKERS}")
+    return ("fast", *SCALES, f"workers1..workers{MAX_WORKERS}")
 
 
-def scale_preset(scale: str) -> dict[str, Any]:
+def device_kind() -> str:
+    """``accelerator`` when JAX's default backend is a GPU or TPU, else ``cpu``: the recipe ``scale=fast`` takes.
+    It starts JAX's backends (a multi-process run joins its processes before: ``herjax.train``)."""
+    import jax
+
+    return "cpu" if jax.default_backend() == "cpu" else "accelerator"
+
+
+def scale_preset(scale: str, env: Optional[str] = None) -> dict[str, Any]:
     """The overrides ``scale`` stands for (keys with ``{section}`` for the algorithm's section).
+
+    ``fast`` is ``env``'s recipe for ``device_kind()`` (``EnvSpec.recipes``; the ``cpu`` one on a kind it has none
+    for; nothing for an env without recipes, or with ``env`` ``None``).
 
     ``workersN`` is N baselines workers on one device: ``num_envs 2N``, ``batch_size 256N`` (their averaged
     gradients are one gradient of the pooled batch) and ``buffer_size N * 1e6`` (each worker keeps its own);
     ``paper`` is ``workers19``. Raises ``ConfigError`` for an unknown scale.
     """
+    if scale == "fast":
+        recipes = env_registry.spec(env).recipes if env is not None else {}
+        return dict(recipes.get(device_kind(), recipes.get("cpu", {})) if recipes else {})
     if scale in SCALES:
         return dict(SCALES[scale])
     digits = scale[len("workers"):] if scale.startswith("workers") else ""
@@ -113,7 +131,8 @@ class TrainConfig:
     Attributes:
         env: env name, see ``herjax.envs.names()``, or ``module:attr`` naming an ``EnvSpec`` (your own env).
         alg: algorithm, see ``herjax.algs.names()``; its hyper-parameters are the section it names.
-        scale: preset, ``single``, ``paper`` or ``workersN`` (see the module docstring); applied by ``load``.
+        scale: preset, ``fast``, ``single``, ``paper`` or ``workersN`` (see the module docstring); applied by
+            ``load``.
         seed: seed of the run's PRNG key.
         num_seeds: train seeds ``seed, seed + 1, ..., seed + num_seeds - 1`` at once, in one compiled program
             (``jax.vmap`` over the run's state); each seed gets its own run directory ``<run_dir>/seed_<s>``,
@@ -157,7 +176,7 @@ class TrainConfig:
 
     env: str = "fetch_reach"
     alg: str = "ddpg_her"
-    scale: str = "single"
+    scale: str = "fast"
     seed: int = 0
     num_seeds: int = 1
     total_env_steps: Optional[int] = None
@@ -246,8 +265,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.stop_success is not None:
         check(0.0 <= cfg.stop_success <= 1.0, "stop_success", cfg.stop_success, "in [0, 1] or null")
     alg = algs_lib.get(cfg.alg)
-    if cfg.scale != "single" and alg.family != "off_policy":
-        raise ConfigError(f"bad value {cfg.scale!r} for scale: alg={cfg.alg} has no scale presets (use single)")
+    if cfg.scale not in ("fast", "single") and alg.family != "off_policy":
+        raise ConfigError(f"bad value {cfg.scale!r} for scale: alg={cfg.alg} has no scale presets (use fast or "
+                          "single, which leave its defaults)")
     cfg.section.validate(f"{alg.section}.", num_envs=cfg.num_envs, horizon=env_horizon(cfg))
     split = [("num_envs", cfg.num_envs), ("n_test_episodes", cfg.n_test_episodes)]
     if alg.family == "off_policy":
@@ -317,7 +337,8 @@ def _check_types_and_choices(cfg: TrainConfig) -> None:
             raise ConfigError(f"bad value {value!r} for {key}: expected {_type_name(hint)}")
     env_registry.spec(cfg.env)  # an EnvError (a ConfigError) names the valid envs
     choice("alg", cfg.alg, ALGS)
-    scale_preset(cfg.scale)
+    if cfg.scale != "fast":  # fast needs the env, checked next; its recipe was applied (or not) by parse_overrides
+        scale_preset(cfg.scale)
     choice("backend", cfg.backend, BACKENDS)
 
 
@@ -505,16 +526,19 @@ def parse_overrides(
                     f"key {key!r} belongs to alg={'/'.join(owners)}, but alg={alg} (its keys are {active}.*)"
                 )
     scale = base.scale if base is not None else TrainConfig.scale
+    env = base.env if base is not None else TrainConfig.env
     for key, value in pairs:
         if key == "scale":
             scale = value
-    preset_items = scale_preset(scale).items()
+        if key == "env":
+            env = value
+    family = algs_lib.get(alg).family if alg in algs_lib.REGISTRY else None
+    use_preset = apply_scale and family == "off_policy"
+    preset_items = scale_preset(scale, env if use_preset else None).items()  # fast asks for the device only here
 
     schema = OmegaConf.structured(_schema(TrainConfig))
     if base is not None:
         schema = OmegaConf.merge(schema, _to_container(base))
-    family = algs_lib.get(alg).family if alg in algs_lib.REGISTRY else None
-    use_preset = apply_scale and family == "off_policy"
     preset = [f"{k.format(section=active)}={v}" for k, v in preset_items] if use_preset else []
     merged = schema
     for key, value in [tuple(p.split("=", 1)) for p in preset] + pairs:

@@ -47,11 +47,14 @@ class Transitions(NamedTuple):
         next_achieved_goal: ``[N, goal_dim]`` achieved goal at ``t + 1``.
         desired_goal: ``[N, goal_dim]`` the (possibly relabelled) goal.
         action: ``[N, act_dim]`` action taken at ``t``.
-        reward: ``[N]`` float32, ``compute_reward(next_achieved_goal, desired_goal)``.
+        reward: ``[N]`` float32, ``compute_reward(next_achieved_goal, desired_goal)``; with n-step returns, the
+            discounted sum of the ``k`` rewards up to ``next_obs``.
         is_demo: ``[N]`` bool, which samples come from demonstrations (``demos=``; the behaviour-cloning loss
             reads it); ``None``: none do.
         weight: ``[N]`` float32 importance weights of prioritised replay (``replay.prioritized``), which scale each
             sample's critic loss; ``None``: all 1 (uniform replay).
+        discount: ``[N]`` what the critic's target multiplies the next value by, ``gamma ** k`` for a ``k``-step
+            return; ``None``: one step, the agent's ``gamma``.
     """
 
     obs: jax.Array
@@ -63,6 +66,7 @@ class Transitions(NamedTuple):
     reward: jax.Array
     is_demo: Optional[jax.Array] = None
     weight: Optional[jax.Array] = None
+    discount: Optional[jax.Array] = None
 
 
 class PolicyStep(NamedTuple):

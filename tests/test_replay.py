@@ -250,3 +250,27 @@ def test_buffer_samples_only_valid_episodes():
     np.testing.assert_array_equal(
         tr.reward, compute_reward(tr.next_achieved_goal, tr.desired_goal)
     )
+
+
+def test_one_step_keeps_baselines_transitions():
+    tr = sample("future")
+    assert tr.discount is None  # the agent's gamma: the targets of n_step=1 are unchanged
+
+
+@pytest.mark.parametrize("n_step", [2, 3, T])
+def test_n_step_returns_sum_discounted_rewards_to_the_episode_end(n_step):
+    gamma = 0.9
+    episodes = make_episodes(8)
+    tr = sample("future", episodes=episodes, n_step=n_step, gamma=gamma)
+    ep, t, _, _ = decode(tr)
+    k = np.minimum(n_step, T - t)
+    ag = np.asarray(episodes.achieved_goal)
+    expected = np.zeros(len(t))
+    for i in range(len(t)):  # by hand: the relabelled goal held for k steps, cut at T
+        for j in range(k[i]):
+            expected[i] += gamma**j * float(compute_reward(ag[ep[i], t[i] + 1 + j], tr.desired_goal[i]))
+    np.testing.assert_allclose(tr.reward, expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(tr.discount, gamma**k, rtol=1e-6)
+    np.testing.assert_array_equal(tr.next_obs, episodes.obs[ep, t + k])
+    np.testing.assert_array_equal(tr.next_achieved_goal, episodes.achieved_goal[ep, t + k])
+    assert (k < n_step).any() and (tr.reward < -1).any()  # some returns were cut, some summed several rewards

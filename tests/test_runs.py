@@ -8,6 +8,7 @@ Two runs are shared by the whole file:
   plot and the export into the original gymnasium-robotics env.
 """
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -231,7 +232,7 @@ def test_scale_presets_workers_and_their_errors():
 
     sizes = lambda cfg: (cfg.num_envs, cfg.section.batch_size, cfg.section.buffer_size)
     load = lambda *args: config_lib.load([*args, "run_dir=r"])
-    assert sizes(load("env=fetch_push")) == (2, 256, 1_000_000)
+    assert sizes(load("env=fetch_push", "scale=single")) == (2, 256, 1_000_000)
     assert sizes(load("env=fetch_slide", "scale=workers8")) == (16, 2048, 8_000_000)
     assert sizes(load("alg=td3_her", "scale=workers2")) == (4, 512, 2_000_000)
     assert sizes(load("scale=workers19")) == sizes(load("scale=paper")) == (38, 4864, 19_000_000)
@@ -239,8 +240,30 @@ def test_scale_presets_workers_and_their_errors():
     with pytest.raises(ConfigError, match="alg=ppo has no scale presets"):
         load("alg=ppo", "scale=workers2")
     for bad in ("workers0", "workers08", "workers", "workers257", "huge"):
-        with pytest.raises(ConfigError, match=f"bad value '{bad}' for scale: valid: single, paper, workers1"):
+        with pytest.raises(ConfigError, match=f"bad value '{bad}' for scale: valid: fast, single, paper, workers1"):
             load(f"scale={bad}")
+
+
+def test_fast_is_the_default_and_takes_the_env_recipe():
+    """``scale=fast`` (the default) applies the env's recipe for the device (the CPU here); overrides win; Reach,
+    which has none, and PPO train with their own defaults; ``single`` is baselines' one worker."""
+    from herjax import config as config_lib
+    from herjax import envs
+    from herjax.envs.registry import EnvError
+
+    load = lambda *args: config_lib.load([*args, "run_dir=r"])
+    assert config_lib.device_kind() == "cpu"
+    for alg in ("ddpg_her", "td3_her"):
+        push = load("env=fetch_push", f"alg={alg}")
+        assert push.scale == "fast" and (push.num_envs, push.n_cycles, push.n_test_episodes) == (16, 25, 100)
+        assert (push.section.batch_size, tuple(push.section.hidden), push.section.n_step) == (1024, (128,) * 3, 3)
+    assert load("env=fetch_push", "ddpg.n_step=1", "num_envs=8").ddpg.n_step == 1
+    single = load("env=fetch_push", "scale=single")
+    assert (single.num_envs, single.ddpg.batch_size, single.ddpg.hidden, single.ddpg.n_step) == (2, 256, (256,) * 3, 1)
+    assert load("env=fetch_reach") == dataclasses.replace(load("env=fetch_reach", "scale=single"), scale="fast")
+    assert load("env=fetch_push", "alg=ppo").num_envs == load("env=fetch_push", "alg=ppo", "scale=single").num_envs
+    with pytest.raises(EnvError, match="unknown device kind 'gpu'; valid: cpu, accelerator"):
+        envs.EnvSpec(make=lambda backend="auto": None, episode_length=5, recipes={"gpu": {}})
 
 
 def test_resume_skips_an_unfinished_and_a_corrupt_checkpoint(small_reference, tmp_path):

@@ -121,7 +121,8 @@ class TestConfig:
             "fetch_reach", "ddpg_her", 2, 10, 20, 1)
         assert reach.total_env_steps == 10_000 and reach.backend == "auto"
         assert reach.run_dir.startswith(os.path.join("runs", "fetch_reach", "ddpg_her"))
-        assert config_lib.load(["env=fetch_push"]).n_cycles == 50
+        assert config_lib.load(["env=fetch_push", "scale=single"]).n_cycles == 50
+        assert config_lib.load(["env=fetch_push"]).n_cycles == 25  # scale=fast, the CPU recipe
         assert config_lib.load(["env=fetch_reach_dense"]).n_cycles == 10
 
     def test_overrides_and_paper_scale(self):

@@ -57,6 +57,10 @@ class EnvSpec:
         defaults: per algorithm family (``off_policy``, ``on_policy``), defaults of the loop knobs ``num_envs``,
             ``n_cycles``, ``n_test_episodes`` and ``total_env_steps`` for this env; a knob not given takes its
             family's default (``herjax.config.FAMILY_DEFAULTS``).
+        recipes: the env's fastest measured settings of the off-policy algorithms per kind of device, ``cpu`` and
+            ``accelerator``, which ``scale=fast`` (the default) applies: ``{key: value}`` overrides, ``{section}.``
+            standing for the algorithm's section (``herjax.config.scale_preset``). On a device kind without one,
+            ``fast`` takes the ``cpu`` recipe; an env without any trains with ``scale=single``'s settings.
         description: one line for ``--help``.
         check: run ``check_env`` on every env ``make`` builds (the built-in Fetch tasks are tested instead).
     """
@@ -64,6 +68,7 @@ class EnvSpec:
     make: Callable[..., Any]
     episode_length: int
     defaults: Mapping[str, Mapping[str, int]] = dataclasses.field(default_factory=dict)
+    recipes: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     description: str = ""
     check: bool = True
 
@@ -81,13 +86,18 @@ class EnvSpec:
                                    f"{', '.join(LOOP_KNOBS)}")
                 if not isinstance(value, int) or value < 1:
                     raise EnvError(f"EnvSpec.defaults[{family!r}][{knob!r}] must be an int >= 1, got {value!r}")
+        for kind in self.recipes:
+            if kind not in DEVICE_KINDS:
+                raise EnvError(f"EnvSpec.recipes: unknown device kind {kind!r}; valid: {', '.join(DEVICE_KINDS)}")
 
 
+DEVICE_KINDS = ("cpu", "accelerator")
 _REGISTRY: dict[str, EnvSpec] = {}
 
 
 def register(name: str, make: Callable[..., Any], *, episode_length: int,
-             defaults: Optional[Mapping[str, Mapping[str, int]]] = None, description: str = "",
+             defaults: Optional[Mapping[str, Mapping[str, int]]] = None,
+             recipes: Optional[Mapping[str, Mapping[str, Any]]] = None, description: str = "",
              check: bool = True) -> EnvSpec:
     """Registers ``make`` under ``name`` (see ``EnvSpec`` for the arguments) and returns its ``EnvSpec``.
 
@@ -97,7 +107,7 @@ def register(name: str, make: Callable[..., Any], *, episode_length: int,
         raise EnvError(f"bad env name {name!r}: use letters, digits, '_', '.', '-' (and 'module:attr' for an "
                        "import path)")
     spec = EnvSpec(make=make, episode_length=episode_length, defaults=dict(defaults or {}),
-                   description=description, check=check)
+                   recipes=dict(recipes or {}), description=description, check=check)
     old = _REGISTRY.get(name)
     if old is not None and old.make is not make:
         raise EnvError(f"env {name!r} is already registered (by {_where(old.make)}); pick another name")

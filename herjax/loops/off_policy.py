@@ -31,6 +31,7 @@ from jax.sharding import PartitionSpec as P
 
 from herjax.agents.base import TD_ERROR, OffPolicyAgent
 from herjax.agents.common.collectives import pmean, psum
+from herjax.agents.common.config import resolve_gamma
 from herjax.envs.fetch import FetchEnv
 from herjax.loops import common, sharding
 from herjax.replay.her import episode_capacity, future_p_from_replay_k, make_her_buffer, sample_her_transitions
@@ -186,8 +187,10 @@ def make_run_replay(cfg: Any, section: Any, env: FetchEnv, demos: Optional[Episo
     """One device's replay of a run: its HER ring of ``section.buffer_size / D`` transitions, prioritised with
     ``cfg.replay.prioritized``, mixed with a ring holding ``demos`` (``bc.demo_batch_size / D`` of each batch)."""
     num_devices, horizon = cfg.num_devices, env.episode_length
+    returns = dict(n_step=section.n_step, gamma=resolve_gamma(section, horizon))
     her = dict(horizon=horizon, obs_dim=env.obs_dim, goal_dim=env.goal_dim, act_dim=env.action_dim,
-               compute_reward=env.compute_reward, strategy=section.replay_strategy, replay_k=section.replay_k)
+               compute_reward=env.compute_reward, strategy=section.replay_strategy, replay_k=section.replay_k,
+               **returns)
     buffer = make_her_buffer(capacity=section.buffer_size // num_devices, **her)
     prioritized = None
     if cfg.replay.prioritized:
@@ -201,7 +204,7 @@ def make_run_replay(cfg: Any, section: Any, env: FetchEnv, demos: Optional[Episo
     return make_replay(
         buffer, compute_reward=env.compute_reward, strategy=section.replay_strategy,
         future_p=future_p_from_replay_k(section.replay_k), prioritized=prioritized, demo_buffer=demo_buffer,
-        demos=demos, demo_batch_size=cfg.bc.demo_batch_size // num_devices,
+        demos=demos, demo_batch_size=cfg.bc.demo_batch_size // num_devices, **returns,
     )
 
 

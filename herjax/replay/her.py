@@ -92,6 +92,8 @@ def sample_her_transitions(
     strategy: str = "future",
     future_p: float = 0.8,
     n_valid: Optional[Union[int, jax.Array]] = None,
+    n_step: int = 1,
+    gamma: float = 1.0,
 ) -> Transitions:
     """Samples transitions uniformly from episodes and relabels goals.
 
@@ -121,6 +123,12 @@ def sample_her_transitions(
         future_p: probability of relabelling a sample.
         n_valid: only episodes ``[0, n_valid)`` are sampled (int or ``[]`` int
             array; must be >= 1). ``None`` means all ``E``.
+        n_step: static; above 1, ``k = min(n_step, T - t)`` steps: ``reward`` is
+            ``sum_j gamma**j * compute_reward(ag[t + 1 + j], goal)`` for ``j < k``
+            (the relabelled goal throughout), ``next_obs`` and ``next_achieved_goal``
+            are those of ``t + k``, and ``discount`` is ``gamma**k``. 1: one step
+            and ``discount`` ``None`` (the agent's gamma), as baselines.
+        gamma: the discount of an n-step return.
 
     Returns:
         ``Transitions`` with leading dimension ``N = batch_size``.
@@ -138,7 +146,7 @@ def sample_her_transitions(
     t = jax.random.randint(t_key, (batch_size,), 0, horizon)
     return relabel_transitions(
         episodes, episode_idx, t, her_key, goal_key, compute_reward=compute_reward, strategy=strategy,
-        future_p=future_p,
+        future_p=future_p, n_step=n_step, gamma=gamma,
     )
 
 
@@ -165,6 +173,8 @@ def relabel_transitions(
     compute_reward: RewardFn,
     strategy: str = "future",
     future_p: float = 0.8,
+    n_step: int = 1,
+    gamma: float = 1.0,
 ) -> Transitions:
     """The transitions ``(episode_idx, t)`` of ``episodes``, their goals relabelled as ``sample_her_transitions``
     describes; how the indices were drawn (uniformly, or by priority) is the caller's.
@@ -178,6 +188,8 @@ def relabel_transitions(
         compute_reward: pure ``(ag [..., goal_dim], g [..., goal_dim]) -> [...]``.
         strategy: one of ``STRATEGIES``.
         future_p: probability of relabelling a sample.
+        n_step: static, steps of the returns (``sample_her_transitions``).
+        gamma: their discount.
 
     Returns:
         ``Transitions`` ``[N]``.
@@ -198,17 +210,22 @@ def relabel_transitions(
         relabelled_goal = episodes.achieved_goal[episode_idx, goal_t]
         goal = jnp.where(relabel[:, None], relabelled_goal, goal)
 
-    next_achieved_goal = episodes.achieved_goal[episode_idx, t + 1]
-    reward = jnp.asarray(compute_reward(next_achieved_goal, goal), jnp.float32)
+    if n_step == 1:
+        next_t, discount = t + 1, None
+        reward = jnp.asarray(compute_reward(episodes.achieved_goal[episode_idx, next_t], goal), jnp.float32)
+    else:
+        next_t, reward, discount = _n_step_return(episodes.achieved_goal, episode_idx, t, goal, horizon,
+                                                  compute_reward=compute_reward, n_step=n_step, gamma=gamma)
     chex.assert_shape(reward, (batch_size,))
     return Transitions(
         obs=episodes.obs[episode_idx, t],
-        next_obs=episodes.obs[episode_idx, t + 1],
+        next_obs=episodes.obs[episode_idx, next_t],
         achieved_goal=episodes.achieved_goal[episode_idx, t],
-        next_achieved_goal=next_achieved_goal,
+        next_achieved_goal=episodes.achieved_goal[episode_idx, next_t],
         desired_goal=goal,
         action=episodes.action[episode_idx, t],
         reward=reward,
+        discount=discount,
     )
 
 
@@ -216,6 +233,21 @@ def written_slots(state: BufferState, batch: int) -> jax.Array:
     """``[batch]`` int32: the ring slots ``buffer_add`` writes a batch of ``batch`` episodes into, oldest first."""
     n_slots = state.episodes.obs.shape[0]
     return (state.insert_pos + jnp.arange(batch, dtype=jnp.int32)) % n_slots
+
+
+def _n_step_return(
+    achieved_goal: jax.Array, episode_idx: jax.Array, t: jax.Array, goal: jax.Array, horizon: int, *,
+    compute_reward: RewardFn, n_step: int, gamma: float,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(t + k, sum_{j<k} gamma**j r_{t+j}, gamma**k)`` with ``k = min(n_step, T - t)``, each ``[N]``: the rewards
+    of the ``k`` steps after ``t`` under ``goal``, cut at the episode's end."""
+    k = jnp.minimum(n_step, horizon - t)
+    offsets = jnp.arange(n_step)
+    reached = jnp.minimum(t[:, None] + 1 + offsets, horizon)  # [N, n]; clipped steps are masked below
+    rewards = compute_reward(achieved_goal[episode_idx[:, None], reached], goal[:, None, :])
+    weights = jnp.where(offsets < k[:, None], gamma ** offsets.astype(jnp.float32), 0.0)
+    reward = jnp.sum(weights * rewards, axis=1).astype(jnp.float32)
+    return t + k, reward, jnp.asarray(gamma, jnp.float32) ** k.astype(jnp.float32)
 
 
 def buffer_add(state: BufferState, episodes: Episodes, n_new: Optional[jax.Array] = None) -> BufferState:
@@ -272,6 +304,8 @@ def make_her_buffer(
     strategy: str = "future",
     replay_k: float = 4,
     dtype: jnp.dtype = jnp.float32,
+    n_step: int = 1,
+    gamma: float = 1.0,
 ) -> HerBuffer:
     """Builds a HER replay buffer holding ``capacity // horizon`` whole episodes.
 
@@ -285,6 +319,8 @@ def make_her_buffer(
         strategy: relabelling strategy, see ``sample_her_transitions``.
         replay_k: relabelled goals per original goal; ``future_p = 1 - 1/(1+replay_k)``.
         dtype: storage dtype of all arrays.
+        n_step: steps of the sampled returns, see ``sample_her_transitions``.
+        gamma: their discount.
 
     Returns:
         ``HerBuffer(init, add, sample)``.
@@ -320,6 +356,8 @@ def make_her_buffer(
             strategy=strategy,
             future_p=future_p,
             n_valid=state.size,
+            n_step=n_step,
+            gamma=gamma,
         )
 
     return HerBuffer(init=init, add=buffer_add, sample=sample)

@@ -72,7 +72,9 @@ def with_demos(main: Transitions, demo: Transitions) -> Transitions:
     """``main`` then ``demo`` as one batch, ``is_demo`` marking the demo part; ``weight`` (when ``main`` has one)
     is 1 on the demo part, which was drawn uniformly."""
     fields = [name for name in Transitions._fields if name not in ("is_demo", "weight")]
-    joined = {name: jnp.concatenate([getattr(main, name), getattr(demo, name)]) for name in fields}
+    # Optional fields (``discount`` of one-step returns) are ``None`` in both halves, or arrays in both.
+    joined = {name: jnp.concatenate([getattr(main, name), getattr(demo, name)]) for name in fields
+              if getattr(main, name) is not None}
     n_main, n_demo = main.reward.shape[0], demo.reward.shape[0]
     is_demo = jnp.concatenate([jnp.zeros((n_main,), bool), jnp.ones((n_demo,), bool)])
     weight = None if main.weight is None else jnp.concatenate([main.weight, jnp.ones((n_demo,), jnp.float32)])
@@ -89,6 +91,8 @@ def make_replay(
     demo_buffer: Optional[HerBuffer] = None,
     demos: Optional[Episodes] = None,
     demo_batch_size: int = 0,
+    n_step: int = 1,
+    gamma: float = 1.0,
 ) -> Replay:
     """The loop's replay over ``buffer``.
 
@@ -101,6 +105,8 @@ def make_replay(
         demo_buffer: a HER ring holding exactly the demo episodes, or ``None``.
         demos: the demo episodes (``[E_demo, ...]``, numpy or JAX), with ``demo_buffer``.
         demo_batch_size: static, demo transitions per batch, with ``demo_buffer``.
+        n_step: static, steps of the prioritised draws' returns (``herjax.replay.her.sample_her_transitions``).
+        gamma: their discount.
 
     Returns:
         ``Replay``.
@@ -133,7 +139,8 @@ def make_replay(
         index_key, her_key, goal_key = jax.random.split(key, 3)
         episode_idx, t, weight = prioritized.sample(state.priorities, index_key, batch_size, state.buffer.size)
         transitions = relabel_transitions(state.buffer.episodes, episode_idx, t, her_key, goal_key,
-                                          compute_reward=compute_reward, strategy=strategy, future_p=future_p)
+                                          compute_reward=compute_reward, strategy=strategy, future_p=future_p,
+                                          n_step=n_step, gamma=gamma)
         return transitions._replace(weight=weight), (episode_idx, t)
 
     def sample(state: ReplayState, key: jax.Array, batch_size: int) -> tuple[Transitions, Any]:

@@ -41,6 +41,9 @@ class OffPolicyConfig:
         max_u: action bound.
         replay_strategy: HER strategy, one of ``STRATEGIES``.
         replay_k: relabelled goals per original goal (``future_p = 1 - 1 / (1 + replay_k)``).
+        n_step: the critic learns from ``n_step``-step returns: a sample at ``t`` adds the rewards of steps ``t ..
+            t + k - 1`` under its (relabelled) goal, discounted, and bootstraps from ``obs[t + k]`` with ``gamma ** k``,
+            ``k = min(n_step, T - t)``; no off-policy correction (as in n-step HER, Yang et al. 2021). 1: baselines.
         buffer_size: replay capacity in transitions, over all devices (each device keeps ``buffer_size / D`` of
             its own episodes, as each baselines worker keeps its own buffer).
         huber: the critic regresses its targets with the Huber loss (``0.5 * d^2`` for ``|d| <= 1``, ``|d| - 0.5``
@@ -71,6 +74,7 @@ class OffPolicyConfig:
     replay_k: int = 4
     buffer_size: int = 1_000_000
     huber: bool = False
+    n_step: int = 1
 
     def steps_per_cycle(self, horizon: int) -> int:
         """Env steps one env takes in a cycle: one whole episode."""
@@ -86,6 +90,7 @@ class OffPolicyConfig:
                      list(self.hidden), "a non-empty list of positive sizes")
         networks.validate_network_keys(prefix, self)
         checks.unit_interval(prefix, self, ("polyak",))
+        checks.check(1 <= self.n_step <= horizon, f"{prefix}n_step", self.n_step, f"in [1, T={horizon}]")
         checks.check(self.replay_k >= 0, f"{prefix}replay_k", self.replay_k, ">= 0")
         if self.gamma is not None:
             checks.check(0.0 < self.gamma <= 1.0, f"{prefix}gamma", self.gamma, "in (0, 1] or null (1 - 1/T)")
@@ -102,6 +107,12 @@ class OffPolicyConfig:
 def resolve_gamma(cfg: OffPolicyConfig, horizon: int) -> float:
     """``cfg.gamma``, or ``1 - 1 / horizon`` when it is ``None`` (baselines)."""
     return 1.0 - 1.0 / horizon if cfg.gamma is None else float(cfg.gamma)
+
+
+def discount_of(transitions, gamma: float):
+    """What a critic target multiplies the next value by: ``transitions.discount`` (``[N]``, ``gamma ** k`` of an
+    n-step return) when the sampler set it, else ``gamma``."""
+    return gamma if transitions.discount is None else transitions.discount
 
 
 def resolve_clip_return(cfg: OffPolicyConfig, gamma: float) -> float:

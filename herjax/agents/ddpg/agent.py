@@ -26,7 +26,7 @@ from herjax.agents.base import TD_ERROR, OffPolicyAgent
 from herjax.agents.common import export as export_lib
 from herjax.agents.common import normalizer, optim
 from herjax.agents.common.collectives import pmean
-from herjax.agents.common.config import BCConfig, resolve_clip_return, resolve_gamma
+from herjax.agents.common.config import BCConfig, discount_of, resolve_clip_return, resolve_gamma
 from herjax.agents.common.networks import Actor, Critic, Torso
 from herjax.agents.common.targets import OnlineAndTarget, soft_update
 from herjax.agents.ddpg.config import DDPGConfig
@@ -132,8 +132,8 @@ def update_step(
 
     (c_loss, c_aux), critic_grads = jax.value_and_grad(critic_loss, has_aux=True)(
         state.critic.online, state.actor.target, state.critic.target, obs, goal, transitions.action,
-        transitions.reward, next_obs, actor_apply=actor_apply, critic_apply=critic_apply, gamma=gamma,
-        clip_return=clip_return, weight=transitions.weight, huber=huber,
+        transitions.reward, next_obs, actor_apply=actor_apply, critic_apply=critic_apply,
+        gamma=discount_of(transitions, gamma), clip_return=clip_return, weight=transitions.weight, huber=huber,
     )
     a_loss, actor_grads, bc_metrics = actor_value_and_grad(
         state.actor.online, state.critic.online, obs, goal, transitions, bc=bc, actor_apply=actor_apply,

@@ -30,7 +30,7 @@ from herjax.agents.base import OffPolicyAgent
 from herjax.agents.common import export as export_lib
 from herjax.agents.common import normalizer, optim
 from herjax.agents.common.collectives import pmean
-from herjax.agents.common.config import resolve_clip_return, resolve_gamma
+from herjax.agents.common.config import discount_of, resolve_clip_return, resolve_gamma
 from herjax.agents.common.networks import DEFAULT_HIDDEN, DoubleCritic, Torso
 from herjax.agents.common.targets import OnlineAndTarget, soft_update
 from herjax.agents.ddpg.agent import check_inputs, check_transitions, with_td_error
@@ -185,8 +185,8 @@ def update_step(
 
     (c_loss, c_aux), critic_grads = jax.value_and_grad(critic_loss, has_aux=True)(
         state.critic.online, state.actor, state.critic.target, alpha, obs, goal, transitions.action,
-        transitions.reward, next_obs, critic_key, gamma=gamma, clip_return=clip_return, weight=transitions.weight,
-        huber=huber, **nets,
+        transitions.reward, next_obs, critic_key, gamma=discount_of(transitions, gamma), clip_return=clip_return,
+        weight=transitions.weight, huber=huber, **nets,
     )
     (a_loss, log_prob), actor_grads = jax.value_and_grad(actor_loss, has_aux=True)(
         state.actor, state.critic.online, alpha, obs, goal, actor_key, **nets

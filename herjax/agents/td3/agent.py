@@ -24,7 +24,7 @@ import optax
 from herjax.agents.base import OffPolicyAgent
 from herjax.agents.common import normalizer, optim
 from herjax.agents.common.collectives import pmean
-from herjax.agents.common.config import BCConfig, resolve_clip_return, resolve_gamma
+from herjax.agents.common.config import BCConfig, discount_of, resolve_clip_return, resolve_gamma
 from herjax.agents.common.networks import Actor, DoubleCritic, Torso
 from herjax.agents.common.targets import OnlineAndTarget
 from herjax.agents.ddpg.agent import (
@@ -111,8 +111,8 @@ def update_step(
     obs, next_obs = both_obs[0], both_obs[1]
     (c_loss, c_aux), critic_grads = jax.value_and_grad(twin_critic_loss, has_aux=True)(
         state.critic.online, state.actor.target, state.critic.target, obs, goal, transitions.action,
-        transitions.reward, next_obs, key, actor_apply=actor_apply, critic_apply=critic_apply, gamma=gamma,
-        clip_return=clip_return, max_u=max_u, target_noise=target_noise, target_noise_clip=target_noise_clip,
+        transitions.reward, next_obs, key, actor_apply=actor_apply, critic_apply=critic_apply,
+        gamma=discount_of(transitions, gamma), clip_return=clip_return, max_u=max_u, target_noise=target_noise, target_noise_clip=target_noise_clip,
         weight=transitions.weight, huber=huber,
     )
     critic_params, critic_opt_state = optim.apply(
