@@ -261,7 +261,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         value = getattr(cfg, name)
         if value is not None:
             check(value > 0, name, value, "> 0")
-    _check_launch(cfg)
+    check_launch(cfg)
     if cfg.stop_success is not None:
         check(0.0 <= cfg.stop_success <= 1.0, "stop_success", cfg.stop_success, "in [0, 1] or null")
     alg = algs_lib.get(cfg.alg)
@@ -303,7 +303,7 @@ def without_launch(cfg: TrainConfig) -> TrainConfig:
     return dataclasses.replace(cfg, **{k: getattr(TrainConfig, k) for k in LAUNCH_KEYS})
 
 
-def _check_launch(cfg: TrainConfig) -> None:
+def check_launch(cfg: TrainConfig) -> None:
     """The multi-process keys: given only with ``distributed=true``, an address ``HOST:PORT``, an id below the count,
     one seed per run (``num_seeds > 1`` is not spread over processes), devices a multiple of the processes."""
     for key in LAUNCH_KEYS[1:]:

@@ -160,10 +160,35 @@ def _stack(states: list) -> Any:
     return states[0] if len(states) == 1 else jax.tree.map(lambda *xs: jnp.stack(xs), *states)
 
 
+def _as_overrides(cfg_or_overrides: Any) -> Any:
+    """A ``TrainConfig`` as it is, else a list of ``key=value`` strings (from a list, a dict or ``None``)."""
+    if cfg_or_overrides is None:
+        return []
+    if isinstance(cfg_or_overrides, TrainConfig):
+        return cfg_or_overrides
+    if isinstance(cfg_or_overrides, dict):
+        return [f"{k}={config_lib._dotlist_value(v)}" for k, v in cfg_or_overrides.items()]
+    if isinstance(cfg_or_overrides, str):
+        raise ConfigError(f"expected a list of key=value strings, got the string {cfg_or_overrides!r}")
+    return list(cfg_or_overrides)
+
+
+def _join_first(cfg_or_overrides: Any) -> None:
+    """A new multi-process run joins its processes before its config is resolved: ``scale=fast`` asks JAX which
+    kind of device it runs on, and once JAX has started no process can join."""
+    overrides = _as_overrides(cfg_or_overrides)
+    launch = overrides if isinstance(overrides, TrainConfig) else config_lib.parse_overrides(overrides,
+                                                                                               apply_scale=False)
+    if launch.distributed:
+        config_lib.check_launch(launch)
+        hosts.initialize(launch)
+
+
 def _prepare(cfg_or_overrides: Any, resume: Optional[str]) -> TrainConfig:
     """The resolved config of a new run, or of the run in ``resume`` with the allowed overrides applied. Raises
     ``ConfigError`` or ``CheckpointError`` (one line) before anything is built."""
     if resume is None:
+        _join_first(cfg_or_overrides)
         cfg = config_lib.load(cfg_or_overrides)
         if cfg.init_from is not None:
             init_from_lib.check_source(cfg)
@@ -172,16 +197,11 @@ def _prepare(cfg_or_overrides: Any, resume: Optional[str]) -> TrainConfig:
     for _, run_dir in seed_runs(dataclasses.replace(saved, run_dir=resume)):
         if not ckpt_lib.has_checkpoint(run_dir):
             raise CheckpointError(f"cannot resume {resume!r}: it has no finished checkpoint in {run_dir}/checkpoints")
-    if cfg_or_overrides is None:
-        cfg_or_overrides = []
-    if isinstance(cfg_or_overrides, TrainConfig):
-        cfg = cfg_or_overrides
+    overrides = _as_overrides(cfg_or_overrides)
+    if isinstance(overrides, TrainConfig):
+        cfg = overrides
     else:
-        if isinstance(cfg_or_overrides, dict):
-            cfg_or_overrides = [f"{k}={config_lib._dotlist_value(v)}" for k, v in cfg_or_overrides.items()]
-        if isinstance(cfg_or_overrides, str):
-            raise ConfigError(f"expected a list of key=value strings, got the string {cfg_or_overrides!r}")
-        cfg = config_lib.parse_overrides(list(cfg_or_overrides), base=saved, apply_scale=False)
+        cfg = config_lib.parse_overrides(overrides, base=saved, apply_scale=False)
     cfg = dataclasses.replace(cfg, run_dir=resume)
     before, after = config_lib.flat_dict(dataclasses.replace(saved, run_dir=resume)), config_lib.flat_dict(cfg)
     changed = [k for k in after if after[k] != before[k] and k not in config_lib.RUN_CONTROL_KEYS]

@@ -37,9 +37,9 @@ def timeout_s() -> int:
 
 
 def initialize(cfg: Any) -> None:
-    """Joins the processes of ``cfg`` (a resolved ``TrainConfig`` with ``distributed=true``); nothing otherwise,
-    or when this process has joined already. It must come before any JAX computation. Raises ``ConfigError``
-    (one line) when no coordinator is given or found, or when JAX has started already."""
+    """Joins the processes of ``cfg`` (a ``TrainConfig``; only its launch keys are read); nothing without
+    ``distributed=true``, or when this process has joined already. It must come before any JAX computation. Raises
+    ``ConfigError`` (one line) when no coordinator is given or found, or when JAX has started already."""
     if not cfg.distributed:
         return
     import jax
