@@ -312,6 +312,8 @@ def check_launch(cfg: TrainConfig) -> None:
             raise ConfigError(f"bad value {value!r} for {key}: it takes effect only with distributed=true")
     if not cfg.distributed:
         return
+    if cfg.num_processes is not None:
+        check(cfg.num_processes > 0, "num_processes", cfg.num_processes, "> 0")
     if cfg.coordinator_address is not None:
         host, _, port = cfg.coordinator_address.rpartition(":")
         check(bool(host) and port.isdigit() and 0 < int(port) < 65536, "coordinator_address", cfg.coordinator_address,

@@ -287,7 +287,9 @@ def demo_args(alg, path):
     return tiny + [f"alg={alg}", f"demos={path}", "bc.demo_batch_size=8", "replay.prioritized=true"]
 
 
-@pytest.mark.parametrize("alg", ["ddpg_her", pytest.param("td3_her", marks=pytest.mark.slow)])
+# Slow (34 s and 45 s): the default suite keeps the same path in-process (the resume test, demos + priorities).
+@pytest.mark.slow
+@pytest.mark.parametrize("alg", ["ddpg_her", "td3_her"])
 def test_train_command_with_demos_and_priorities(alg, reach_demos, tmp_path):
     """``python -m herjax.train`` (its ``main``) with demos and prioritised replay: it runs, logs the cloning
     metrics, records the resolved beta schedule and keeps a copy of its demos. TD3's run (compiled for about 50 s
