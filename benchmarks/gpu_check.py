@@ -43,8 +43,9 @@ SITE = "/tmp/herjax-site"
 # The candidate accelerator recipe: DDPG+HER with HER's future relabelling and sparse rewards, 1,024 envs on one
 # device and a batch and update count scaled with them (1 cycle an epoch, so that the test success is seen every
 # 51,200 env steps). Not yet measured on a GPU: this check is what measures it.
-ACCELERATOR_RECIPE = ["backend=mjx", "num_envs=1024", "n_cycles=1", "ddpg.n_batches=50", "ddpg.batch_size=8192",
-                      "ddpg.buffer_size=5000000", "n_test_episodes=1024"]
+# Self-contained (scale=single under it), with the 3-step returns that made the CPU recipe (scale=fast).
+ACCELERATOR_RECIPE = ["scale=single", "backend=mjx", "num_envs=1024", "n_cycles=1", "ddpg.n_batches=50",
+                      "ddpg.batch_size=8192", "ddpg.buffer_size=5000000", "n_test_episodes=1024", "ddpg.n_step=3"]
 TINY_RECIPE = ["backend=mujoco", "num_envs=2", "n_cycles=2", "ddpg.n_batches=2", "ddpg.batch_size=32",
                "ddpg.hidden=[16]", "ddpg.buffer_size=5000", "n_test_episodes=2"]
 TASKS = (("fetch_push", 0.9), ("fetch_pick_and_place", 0.9), ("fetch_slide", 0.7))
