@@ -80,7 +80,7 @@ def seeds_ab(args) -> dict:
 
 def grid(args) -> dict:
     from herjax import algs, config
-    from herjax.train import train
+    from herjax.train import reached as reaches, train
 
     section = algs.get(args.alg).section
     rows = []
@@ -97,7 +97,7 @@ def grid(args) -> dict:
             t0 = time.perf_counter()
             run = train(keys + [f"run_dir={tmp}/run"], log=None)
             wall = time.perf_counter() - t0
-        reached = [r for r in run.history if r["test/success_rate"] >= args.threshold]
+        reached = [r for r in run.history if reaches(r["test/success_rate"], args.threshold)]
         row = {"num_envs": num_envs, "batch_size": batch, "num_devices": devices,
                "steady_env_steps_per_s": round(_steady_rate(run.history), 1),
                "env_steps_to_threshold": reached[0]["env_steps"] if reached else None,

@@ -30,7 +30,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from herjax.train import train  # noqa: E402  (after the path insert; herjax sets its XLA flag on import)
+from herjax.train import reached, train  # noqa: E402  (after the path insert; herjax sets its XLA flag on import)
 
 DEFAULT_OUT = os.path.join(HERE, "results", "time_to_success_cpu.json")
 DEFAULT_MAX_STEPS = {"fetch_reach": 20_000, "fetch_push": 1_000_000}
@@ -77,7 +77,7 @@ def run_one(env: str, seed: int, threshold: float, max_steps: int, max_wall_s: f
     )
     total_s = time.perf_counter() - start
     history = result.history
-    hit = next((row for row in history if row["test/success_rate"] >= threshold), None)
+    hit = next((row for row in history if reached(row["test/success_rate"], threshold)), None)
     return {
         "seed": seed,
         "reached": hit is not None,

@@ -208,3 +208,12 @@ def test_cli_bad_input_fails_before_building_anything(args, words, monkeypatch, 
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("herjax.train: error: ")
     assert dict(loops.TRACE_COUNTS) == traces
+
+
+def test_a_float32_success_rate_of_90_in_100_reaches_0_9():
+    """Test success rates are float32 means: 90 of 100 episodes is 0.89999998, and it reaches stop_success=0.9."""
+    from herjax.train import reached
+
+    rate = float(np.mean(np.arange(100) < 90, dtype=np.float32))
+    assert rate < 0.9 and reached(rate, 0.9)
+    assert not reached(float(np.mean(np.arange(100) < 89, dtype=np.float32)), 0.9)
