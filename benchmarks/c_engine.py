@@ -8,7 +8,8 @@ For each batch size, each a median of ``--repeats`` timed calls of ``--steps`` e
 * ``raw``: ``mujoco.rollout.rollout`` over the batch, ``nstep = 20 * steps``, all threads, a persistent pool, the
   controls held: C MuJoCo at its best, with nothing of herjax.
 * ``host``: herjax's host side alone (``_CEngine.step`` called from numpy, once per env step): the same rollout
-  per env step plus herjax's state packing and the forward pass that refreshes the sensors after the step.
+  per env step plus herjax's state packing and the one-substep rollout whose first pass gives the sensors of the
+  new state.
 * ``herjax``: ``env.step`` under ``jax.vmap`` in a jitted ``lax.scan``, as training runs it: the host side plus
   the ``pure_callback`` round trip, the hand-off to the engine's thread, dtype conversions and the observation.
 
