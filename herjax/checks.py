@@ -1,4 +1,5 @@
-"""One-line config errors, shared by every config section (they validate themselves with these)."""
+"""One-line config errors, shared by every config section (they validate themselves with these), and the ``--help``
+of the command-line tools."""
 
 from __future__ import annotations
 
@@ -8,6 +9,15 @@ from typing import Any, Sequence
 
 class ConfigError(ValueError):
     """A bad key or value; the message is one line that names it and the valid choices."""
+
+
+def help_requested(argv: Sequence[str], doc: str) -> bool:
+    """Whether ``argv`` asks for help (``-h`` or ``--help``); if so, prints the first three paragraphs of ``doc`` (a
+    tool's module docstring: what it does, and its usage)."""
+    if not any(a in ("-h", "--help") for a in argv):
+        return False
+    print("\n\n".join(doc.split("\n\n")[:3]))
+    return True
 
 
 def suggest(word: str, choices: Sequence[str]) -> str:

@@ -43,7 +43,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from herjax.checks import ConfigError, check, choice, suggest
+from herjax.checks import ConfigError, check, choice, help_requested, suggest
 
 FORMAT_VERSION = 1
 ARRAYS = ("obs", "achieved_goal", "desired_goal", "action")
@@ -302,8 +302,7 @@ def record(cfg: DemoConfig, log: Optional[Callable[[str], None]] = print) -> tup
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """The CLI; returns the exit status: 0, 2 for bad input, 1 when too few episodes succeeded."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help") for a in argv):
-        print("\n\n".join(__doc__.split("\n\n")[:3]))
+    if help_requested(argv, __doc__):
         return 0
     try:
         cfg = parse(argv)

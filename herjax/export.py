@@ -147,11 +147,11 @@ def _parse(argv: Sequence[str]) -> tuple[str, dict[str, str]]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """The CLI; returns the exit status (2 for bad input)."""
     from herjax.agents.common.networks import ExportError
+    from herjax.checks import help_requested
     from herjax.runs.checkpoint import CheckpointError
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help") for a in argv):
-        print("\n\n".join(__doc__.split("\n\n")[:3]))
+    if help_requested(argv, __doc__):
         return 0
     try:
         run_dir, options = _parse(argv)

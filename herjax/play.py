@@ -46,6 +46,7 @@ from typing import Any, Callable, Optional, Sequence  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from herjax.checks import help_requested  # noqa: E402
 from herjax.runs.checkpoint import CheckpointError  # noqa: E402
 
 # gymnasium-robotics' Fetch camera (``fetch_env.DEFAULT_CAMERA_CONFIG``).
@@ -312,8 +313,7 @@ def _parse(argv: Sequence[str]) -> dict[str, Any]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """The CLI; returns the exit status (2 for bad input)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[1] + "\n\n" + __doc__.split("\n\n")[2])
+    if help_requested(argv, __doc__):
         return 0
     try:
         kwargs = _parse(argv)
