@@ -64,8 +64,20 @@ def machine_info() -> dict:
     }
 
 
+def original_success(env: str, run_dir: str, episodes: int) -> float:
+    """Success rate of the run's best checkpoint (``herjax.policy.load``) in the original gymnasium-robotics env
+    (``FetchPush-v4``, ...), over ``episodes`` episodes from seeds 10000, 10001, ... (tests/reference.py)."""
+    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+    import reference
+
+    import herjax.policy
+
+    out = reference.rollout_original(env.removeprefix("fetch_"), herjax.policy.load(run_dir), episodes, seed=10_000)
+    return round(float(out["is_success"].mean()), 4)
+
+
 def run_one(env: str, seed: int, threshold: float, max_steps: int, max_wall_s: float | None,
-            overrides: list[str]) -> dict:
+            overrides: list[str], original_episodes: int = 0) -> dict:
     run_dir = tempfile.mkdtemp(prefix=f"tts_{env}_{seed}_")
     stop_wall = (lambda row: row["wall_s"] >= max_wall_s) if max_wall_s else None
     start = time.perf_counter()
@@ -78,6 +90,12 @@ def run_one(env: str, seed: int, threshold: float, max_steps: int, max_wall_s: f
     total_s = time.perf_counter() - start
     history = result.history
     hit = next((row for row in history if reached(row["test/success_rate"], threshold)), None)
+    original = {}
+    if original_episodes:
+        original = {"original_env_success": original_success(env, run_dir, original_episodes),
+                    "original_env_episodes": original_episodes}
+        print(f"  [{env} seed {seed}] best checkpoint in the original env: {original['original_env_success']:.2f} "
+              f"over {original_episodes} episodes", flush=True)
     return {
         "seed": seed,
         "reached": hit is not None,
@@ -94,6 +112,8 @@ def run_one(env: str, seed: int, threshold: float, max_steps: int, max_wall_s: f
         "test_success_by_epoch": [round(r["test/success_rate"], 3) for r in history],
         "stopped_by": "threshold" if hit else ("wall budget" if max_wall_s and history[-1]["wall_s"] >= max_wall_s
                                                else "env-step budget"),
+        "run_dir": run_dir,
+        **original,
     }
 
 
@@ -106,6 +126,8 @@ def summarise(runs: list[dict]) -> dict:
         "median_wall_s": round(statistics.median(r["wall_s"] for r in runs), 2) if every else None,
         "median_best_test_success": statistics.median(r["best_test_success"] for r in runs),
         "median_env_steps_run": statistics.median(r["env_steps_run"] for r in runs),
+        **({"median_original_env_success": statistics.median(r["original_env_success"] for r in runs)}
+           if all("original_env_success" in r for r in runs) else {}),
     }
 
 
@@ -140,6 +162,9 @@ def main(argv=None) -> int:
                         help="extra herjax.train overrides, e.g. ddpg.batch_size=512")
     parser.add_argument("--label", default=None,
                         help="store results under 'ENV@LABEL' (e.g. the recipe's name), beside other recipes' results")
+    parser.add_argument("--original-episodes", type=int, default=0,
+                        help="after each run, play its best checkpoint this many episodes in the original "
+                             "gymnasium-robotics env and store the success rate (fidelity of the recipe's policy)")
     parser.add_argument("--note", default=None, help="a remark stored with each env's results")
     parser.add_argument("--out", default=DEFAULT_OUT)
     args = parser.parse_args(argv)
@@ -160,7 +185,8 @@ def main(argv=None) -> int:
     for env, alg in [(env, alg) for env in args.envs for alg in args.algs]:
         overrides = [f"alg={alg}", *args.set]
         threshold = args.threshold if args.threshold is not None else DEFAULT_THRESHOLDS.get(env, 0.9)
-        runs = [run_one(env, seed, threshold, max_steps[env], args.max_wall_s, overrides) for seed in args.seeds]
+        runs = [run_one(env, seed, threshold, max_steps[env], args.max_wall_s, overrides, args.original_episodes)
+                for seed in args.seeds]
         key = f"{env}@{args.label}" if args.label else (env if alg == "ddpg_her" else f"{env}@{alg}")
         report["results"][key] = {
             "threshold": threshold,
