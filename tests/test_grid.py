@@ -145,6 +145,18 @@ def test_grid_jobs_get_herjax_values_not_hydra_escapes():
     assert grid_lib.herjax_args(["env=examples.point_room\\:point_room"]) == ["env=examples.point_room:point_room"]
 
 
+def test_a_swept_path_names_one_directory_not_a_nest():
+    """``demos=a/x.npz,b/x.npz`` must not put runs in ``demos=a/`` and ``demos=b/`` folders (nor two values in one)."""
+    from omegaconf import OmegaConf
+
+    subdir = grid_lib._primary_config()["hydra"]["sweep"]["subdir"]
+    names = []
+    for dirname in ("demos=runs/a/x.npz,seed=1", "demos=runs%2Fa/x.npz,seed=1", "seed=1"):
+        cfg = OmegaConf.create({"hydra": {"job": {"override_dirname": dirname}, "sweep": {"subdir": subdir}}})
+        names.append(cfg.hydra.sweep.subdir)
+    assert names == ["demos=runs%2Fa%2Fx.npz,seed=1", "demos=runs%252Fa%2Fx.npz,seed=1", "seed=1"]
+
+
 def test_summary_counts_jobs_and_a_stopped_grid_says_how_to_resume():
     grid = grid_lib.plan(["seed=0,1,2", "run_dir=runs/g"])
     done = grid_lib.JobResult(["seed=0"], "runs/g/seed=0", "finished", best_success=1.0)

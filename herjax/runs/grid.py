@@ -12,9 +12,9 @@ ordinary ``herjax.train.train`` run of that job's ``key=value`` overrides, so it
 ``herjax.config.load``: a bad key or value anywhere, or a malformed sweep, is one line and exit status 2.
 
 Runs go to ``<root>/<varied keys>/``, e.g. ``runs/grid/20250101-120000/ddpg.replay_k=0,seed=1/`` (as Spinning
-Up's ``ExperimentGrid`` names them: only the keys that vary; Hydra's ``hydra.job.override_dirname``). The root is
-``run_dir=`` (or ``hydra.sweep.dir=``), by default ``runs/grid/<timestamp>``; Hydra leaves one file there,
-``multirun.yaml``. A job whose directory already holds a checkpoint resumes it, so running the same grid again
+Up's ``ExperimentGrid`` names them: only the keys that vary; Hydra's ``hydra.job.override_dirname``, a ``/`` in a
+swept path written ``%2F``). The root is ``run_dir=`` (or ``hydra.sweep.dir=``), by default
+``runs/grid/<timestamp>``; Hydra leaves one file there, ``multirun.yaml``. A job whose directory already holds a checkpoint resumes it, so running the same grid again
 with the same root finishes what a timeout, a preemption or Ctrl-C left undone (and does nothing for finished runs).
 
 Launchers are Hydra's: the basic one (default: in this process, one job after another; a compiled trainer is
@@ -43,6 +43,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, OverrideParseException
 from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from herjax import config as config_lib
@@ -248,6 +249,16 @@ def plan(argv: Sequence[str]) -> Grid:
     return Grid(jobs=jobs, hydra_args=hydra_args, root=root, varied=varied, launcher=launcher, argv=list(argv))
 
 
+def dirname(override_dirname: str) -> str:
+    """One directory name for a job's ``key=value,...``: a swept path (``demos=runs/a.npz``) must not nest the run
+    folders, so ``/`` becomes ``%2F`` (and ``%`` ``%25``: two different values never share a name)."""
+    return override_dirname.replace("%", "%25").replace("/", "%2F")
+
+
+# Resolved where the job's directory is (in the job's process, for a launcher plugin too: it imports this module).
+OmegaConf.register_new_resolver("herjax_dirname", dirname, replace=True)
+
+
 def _primary_config() -> dict:
     """Hydra's primary config: every herjax key (its value unused: a job reads its overrides, as strings, and
     ``herjax.config`` parses them) and the grid's Hydra settings, which the command line may override."""
@@ -259,7 +270,7 @@ def _primary_config() -> dict:
             node = node.setdefault(section, {})
         node[leaf] = None
     settings = {
-        "sweep": {"subdir": "${hydra.job.override_dirname}"},
+        "sweep": {"subdir": "${herjax_dirname:${hydra.job.override_dirname}}"},
         "output_subdir": None,  # no .hydra/ per run: the run's config.yaml is herjax's resolved config
         "job": {"chdir": False},
         "callbacks": {"herjax_announce": {"_target_": f"{__name__}.Announce"}},
