@@ -257,9 +257,11 @@ def test_fast_is_the_default_and_takes_the_env_recipe():
         push = load("env=fetch_push", f"alg={alg}")
         assert push.scale == "fast" and (push.num_envs, push.n_cycles, push.n_test_episodes) == (16, 25, 100)
         assert (push.section.batch_size, tuple(push.section.hidden), push.section.n_step) == (1024, (128,) * 3, 3)
+        assert push.replay.prioritized
     assert load("env=fetch_push", "ddpg.n_step=1", "num_envs=8").ddpg.n_step == 1
     single = load("env=fetch_push", "scale=single")
     assert (single.num_envs, single.ddpg.batch_size, single.ddpg.hidden, single.ddpg.n_step) == (2, 256, (256,) * 3, 1)
+    assert not single.replay.prioritized and not load("env=fetch_push", "replay.prioritized=false").replay.prioritized
     assert load("env=fetch_reach") == dataclasses.replace(load("env=fetch_reach", "scale=single"), scale="fast")
     assert load("env=fetch_push", "alg=ppo").num_envs == load("env=fetch_push", "alg=ppo", "scale=single").num_envs
     with pytest.raises(EnvError, match="unknown device kind 'gpu'; valid: cpu, accelerator"):
