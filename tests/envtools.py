@@ -86,9 +86,10 @@ def run_episodes(task, backend, keys, actions=None, use_policy=False, states=Non
             goal[i] = s["goal"]
             use_state[i] = True
     f = jnp.asarray
+    real = jnp.asarray(0.0).dtype  # float32, or float64 under jax_enable_x64 (the env's own float type)
     return episodes_fn(task, backend, actions.shape[1])(
-        keys, f(actions, jnp.float32), f(np.broadcast_to(use_policy, (n,))), f(use_state),
-        f(qpos, jnp.float32), f(qvel, jnp.float32), f(goal, jnp.float32),
+        keys, f(actions, real), f(np.broadcast_to(use_policy, (n,))), f(use_state),
+        f(qpos, real), f(qvel, real), f(goal, real),
     )
 
 
