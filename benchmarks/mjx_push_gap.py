@@ -1,0 +1,85 @@
+"""Where MJX's Push object path parts from the original's: the solver cap, float32, or the contacts.
+
+    python -m benchmarks.mjx_push_gap                      # three MJX variants, one process each (~4 min each, 2 cores)
+
+The measurement is ``tests/test_parity.py``'s: the scripted push from the original FetchPush-v4's first 100 reset
+states, and per episode the largest distance over the first 25 steps between herjax's block and the original's.
+Variants: herjax's MJX engine as shipped (Newton capped at 10 iterations, float32); the original's solver settings
+(100 iterations, 50 line-search iterations, tolerance 1e-8); and those in float64 (``jax_enable_x64``). What the
+last one leaves is neither the solver nor the precision: it is MJX's collision (its box-box contact points). The C
+engine's figure (0.84 cm) is in ``parity_mujoco_cpu.json``.
+
+Writes ``benchmarks/results/mjx_push_gap_<platform>.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ORIGINAL_SOLVER = {"iterations": 100, "ls_iterations": 50, "tolerance": 1e-8}
+VARIANTS = [("shipped", None, False), ("original solver", ORIGINAL_SOLVER, False),
+            ("original solver, float64", ORIGINAL_SOLVER, True)]
+
+
+def measure(solver: dict | None, x64: bool) -> dict:
+    """One variant, in this process (x64 must be chosen before JAX computes anything)."""
+    import jax
+
+    jax.config.update("jax_enable_x64", x64)
+    sys.path[:0] = [os.path.join(ROOT, "tests"), ROOT]
+    import numpy as np
+
+    import envtools
+    import test_parity
+    from herjax.envs import physics
+
+    physics.MJX_SOLVER.update(solver or {})
+    start = time.perf_counter()
+    original = test_parity._original_scripted("push")
+    out = envtools.run_episodes("push", "mjx", envtools.keys(9), use_policy=True,
+                                states=test_parity._original_reset_states("push"))
+    obj = np.asarray(out["obs"]["observation"][:, :26, 3:6])
+    dev = np.linalg.norm(obj - original["object_path"][:, :26], axis=-1).max(axis=1)
+    return {"solver": dict(physics.MJX_SOLVER), "x64": x64,
+            "median_cm": round(float(np.median(dev)) * 100, 3),
+            "p90_cm": round(float(np.percentile(dev, 90)) * 100, 3),
+            "scripted_success": float(np.mean(np.asarray(out["is_success"][:, -1]))),
+            "original_scripted_success": float(np.mean(original["is_success"])),
+            "seconds": round(time.perf_counter() - start, 1)}
+
+
+def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "--one":
+        solver, x64 = json.loads(sys.argv[2])
+        print("RESULT " + json.dumps(measure(solver, x64)), flush=True)
+        return 0
+    sys.path.insert(0, ROOT)
+    from benchmarks.machine import describe
+
+    results = []
+    for name, solver, x64 in VARIANTS:
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.mjx_push_gap", "--one", json.dumps([solver, x64])],
+                              cwd=ROOT, capture_output=True, text=True)
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+        if proc.returncode or not lines:
+            print(proc.stderr[-2000:], file=sys.stderr)
+            return 1
+        results.append({"variant": name, **json.loads(lines[0][len("RESULT "):])})
+        print(json.dumps(results[-1]), flush=True)
+    machine = describe()
+    path = os.path.join(ROOT, "benchmarks", "results", f"mjx_push_gap_{machine['jax_backend']}.json")
+    with open(path, "w") as f:
+        json.dump({"machine": machine, "measure": "per episode, the largest block-position distance to the original "
+                   "over the first 25 steps of the scripted push from the original's reset states 0-99",
+                   "c_engine_median_cm": 0.841, "variants": results}, f, indent=1)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
