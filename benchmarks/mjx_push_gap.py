@@ -7,7 +7,7 @@ states, and per episode the largest distance over the first 25 steps between her
 Variants: herjax's MJX engine as shipped (Newton capped at 10 iterations, float32); the original's solver settings
 (100 iterations, 50 line-search iterations, tolerance 1e-8); and those in float64 (``jax_enable_x64``). What the
 last one leaves is neither the solver nor the precision: it is MJX's collision (its box-box contact points). The C
-engine's figure (0.84 cm) is in ``parity_mujoco_cpu.json``.
+engine's figure (0.84 cm), from ``parity_mujoco_<platform>.json`` (``benchmarks.parity_report``), is stored beside them.
 
 Writes ``benchmarks/results/mjx_push_gap_<platform>.json``.
 """
@@ -34,22 +34,16 @@ def measure(solver: dict | None, x64: bool) -> dict:
     sys.path[:0] = [os.path.join(ROOT, "tests"), ROOT]
     import numpy as np
 
-    import envtools
     import test_parity
     from herjax.envs import physics
 
     physics.MJX_SOLVER.update(solver or {})
     start = time.perf_counter()
-    original = test_parity._original_scripted("push")
-    out = envtools.run_episodes("push", "mjx", envtools.keys(9), use_policy=True,
-                                states=test_parity._original_reset_states("push"))
-    obj = np.asarray(out["obs"]["observation"][:, :26, 3:6])
-    dev = np.linalg.norm(obj - original["object_path"][:, :26], axis=-1).max(axis=1)
+    ours, theirs, dev = test_parity.scripted_against_original("push", "mjx")
     return {"solver": dict(physics.MJX_SOLVER), "x64": x64,
             "median_cm": round(float(np.median(dev)) * 100, 3),
             "p90_cm": round(float(np.percentile(dev, 90)) * 100, 3),
-            "scripted_success": float(np.mean(np.asarray(out["is_success"][:, -1]))),
-            "original_scripted_success": float(np.mean(original["is_success"])),
+            "scripted_success": ours, "original_scripted_success": theirs,
             "seconds": round(time.perf_counter() - start, 1)}
 
 
@@ -72,11 +66,14 @@ def main() -> int:
         results.append({"variant": name, **json.loads(lines[0][len("RESULT "):])})
         print(json.dumps(results[-1]), flush=True)
     machine = describe()
-    path = os.path.join(ROOT, "benchmarks", "results", f"mjx_push_gap_{machine['jax_backend']}.json")
+    results_dir = os.path.join(ROOT, "benchmarks", "results")
+    with open(os.path.join(results_dir, f"parity_mujoco_{machine['jax_backend']}.json")) as f:
+        c_engine = json.load(f)["figures"]["push_object_path_deviation_cm"]
+    path = os.path.join(results_dir, f"mjx_push_gap_{machine['jax_backend']}.json")
     with open(path, "w") as f:
         json.dump({"machine": machine, "measure": "per episode, the largest block-position distance to the original "
                    "over the first 25 steps of the scripted push from the original's reset states 0-99",
-                   "c_engine_median_cm": 0.841, "variants": results}, f, indent=1)
+                   "c_engine_cm": c_engine, "variants": results}, f, indent=1)
     print(f"wrote {path}")
     return 0
 
