@@ -67,7 +67,9 @@ def machine_info() -> dict:
 def original_success(env: str, run_dir: str, episodes: int) -> float:
     """Success rate of the run's best checkpoint (``herjax.policy.load``) in the original gymnasium-robotics env
     (``FetchPush-v4``, ...), over ``episodes`` episodes from seeds 10000, 10001, ... (tests/reference.py)."""
-    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+    tests = os.path.join(os.path.dirname(HERE), "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
     import reference
 
     import herjax.policy

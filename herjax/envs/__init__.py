@@ -34,7 +34,7 @@ _FETCH_BUDGETS = {
 # push_recipes_cpu.json): 8 baselines workers' 16 envs a cycle, half their batch, critics and actors of 3 x 128
 # (2.5x cheaper updates than 3 x 256 on a CPU) and 3-step returns, which more than make up for both; and
 # proportional prioritised replay, which reached 0.9 in 360k-420k env steps where uniform replay took 480k-580k
-# (3 seeds each, one sitting), about 13% less wall-clock despite its ~10% slower steps. PickAndPlace and Slide
+# (3 seeds each, one sitting), about 13% less wall-clock despite its ~14% slower steps. PickAndPlace and Slide
 # take Push's recipe (pick_slide_fast_cpu.json). Reach keeps baselines' single worker: it learns in ~2k env steps,
 # faster than a bigger batch compiles.
 _FAST_CPU = {"num_envs": 16, "n_cycles": 25, "n_test_episodes": 100, "{section}.batch_size": 1024,

@@ -14,8 +14,9 @@ ordinary ``herjax.train.train`` run of that job's ``key=value`` overrides, so it
 Runs go to ``<root>/<varied keys>/``, e.g. ``runs/grid/20250101-120000/ddpg.replay_k=0,seed=1/`` (as Spinning
 Up's ``ExperimentGrid`` names them: only the keys that vary; Hydra's ``hydra.job.override_dirname``, a ``/`` in a
 swept path written ``%2F``). The root is ``run_dir=`` (or ``hydra.sweep.dir=``), by default
-``runs/grid/<timestamp>``; Hydra leaves one file there, ``multirun.yaml``. A job whose directory already holds a checkpoint resumes it, so running the same grid again
-with the same root finishes what a timeout, a preemption or Ctrl-C left undone (and does nothing for finished runs).
+``runs/grid/<timestamp>``; Hydra leaves one file there, ``multirun.yaml``. A job whose directory already holds a
+checkpoint resumes it, so running the same grid again with the same root finishes what a timeout, a preemption or
+Ctrl-C left undone (and does nothing for finished runs).
 
 Launchers are Hydra's: the basic one (default: in this process, one job after another; a compiled trainer is
 reused by the next job that computes the same thing, e.g. another seed) or any launcher plugin, e.g.
