@@ -22,6 +22,7 @@ from herjax.agents.common.config import BCConfig
 from herjax.agents.ddpg import DDPGConfig, make_ddpg
 from herjax.agents.ddpg.losses import cloning_mask, demo_actor_loss
 from herjax.agents.td3 import TD3Config, make_td3
+from herjax import loops
 from herjax.loops import off_policy
 from herjax.replay import make_her_buffer, make_replay
 from herjax.runs import checkpoint as ckpt_lib
@@ -311,16 +312,20 @@ def test_train_command_with_demos_and_priorities(alg, reach_demos, tmp_path):
 def test_resume_with_demos_is_exact_and_keeps_its_own_demos(reach_demos, tmp_path):
     """A run with demos and priorities, stopped after one epoch and resumed, equals an uninterrupted run row for row
     and in its final state (networks, replay ring, priorities, demo ring, key), on the CPU; it resumes with the demos
-    it started with although the file it named has changed (it says so), and play's loader reads its copy."""
+    it started with although the file it named has changed (it says so), and play's loader reads its copy. The epoch
+    compiles once for all three runs: a fresh state's priorities, a later epoch's and a restored one's have the same
+    types (a weakly typed leaf of a fresh state compiled the epoch twice)."""
     demos_path = str(tmp_path / "demos.npz")
     shutil.copyfile(reach_demos[0], demos_path)
     args = demo_args("ddpg_her", demos_path) + ["seed=1", "replay.beta_updates=12"]
+    traced = loops.TRACE_COUNTS["run_epoch"]
     reference = train(args + ["total_env_steps=600", f"run_dir={tmp_path / 'reference'}"], log=None)
     run_dir = str(tmp_path / "run")
     train(args + ["total_env_steps=200", f"run_dir={run_dir}"], log=None, trainer=reference.trainer)
     shutil.copyfile(reach_demos[1], demos_path)  # other demos under the same name
     lines = []
     resumed = train(["total_env_steps=600"], resume=run_dir, log=lines.append, trainer=reference.trainer)
+    assert loops.TRACE_COUNTS["run_epoch"] - traced == 1
     assert resumed.resumed_from == "latest/1"
     assert any("has changed since the run started" in line for line in lines), lines
     assert progress_rows(run_dir) == progress_rows(reference.run_dir)
