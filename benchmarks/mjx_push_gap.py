@@ -1,13 +1,15 @@
 """Where MJX's Push object path parts from the original's: the solver cap, float32, or the contacts.
 
-    python -m benchmarks.mjx_push_gap                      # three MJX variants, one process each (~4 min each, 2 cores)
+    python -m benchmarks.mjx_push_gap                      # four MJX variants, one process each (~4 min each, 2 cores)
 
 The measurement is ``tests/test_parity.py``'s: the scripted push from the original FetchPush-v4's first 100 reset
 states, and per episode the largest distance over the first 25 steps between herjax's block and the original's.
-Variants: herjax's MJX engine as shipped (Newton capped at 10 iterations, float32); the original's solver settings
-(100 iterations, 50 line-search iterations, tolerance 1e-8); and those in float64 (``jax_enable_x64``). What the
-last one leaves is neither the solver nor the precision: it is MJX's collision (its box-box contact points). The C
-engine's figure (0.84 cm), from ``parity_mujoco_<platform>.json`` (``benchmarks.parity_report``), is stored beside them.
+Variants: herjax's MJX engine as shipped (Newton capped at 10 iterations, float32, contact points placed as C MuJoCo
+places them: ``herjax.envs.mjx_contacts``); the same with MJX's own contact points (each box-box pair's 4 slots
+filled with repeats, points on the reference face); the original's solver settings (100 iterations, 50 line-search
+iterations, tolerance 1e-8); and those in float64 (``jax_enable_x64``). What the last one leaves is neither the
+solver nor the precision: it is the rest of MJX's collision (which points its box-box test finds). The C engine's
+figure, from ``parity_mujoco_<platform>.json`` (``benchmarks.parity_report``), is stored beside them.
 
 Writes ``benchmarks/results/mjx_push_gap_<platform>.json``.
 """
@@ -22,11 +24,13 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ORIGINAL_SOLVER = {"iterations": 100, "ls_iterations": 50, "tolerance": 1e-8}
-VARIANTS = [("shipped", None, False), ("original solver", ORIGINAL_SOLVER, False),
-            ("original solver, float64", ORIGINAL_SOLVER, True)]
+# (name, solver settings, float64, herjax's contact points): herjax's MJX engine as shipped, then with MJX's own
+# contact points (herjax.envs.mjx_contacts off), then the original's solver settings, then those in float64.
+VARIANTS = [("shipped", None, False, True), ("MJX's own contacts", None, False, False),
+            ("original solver", ORIGINAL_SOLVER, False, True), ("original solver, float64", ORIGINAL_SOLVER, True, True)]
 
 
-def measure(solver: dict | None, x64: bool) -> dict:
+def measure(solver: dict | None, x64: bool, c_contacts: bool) -> dict:
     """One variant, in this process (x64 must be chosen before JAX computes anything)."""
     import jax
 
@@ -38,9 +42,10 @@ def measure(solver: dict | None, x64: bool) -> dict:
     from herjax.envs import physics
 
     physics.MJX_SOLVER.update(solver or {})
+    physics.MJX_C_CONTACTS = c_contacts
     start = time.perf_counter()
     ours, theirs, dev = test_parity.scripted_against_original("push", "mjx")
-    return {"solver": dict(physics.MJX_SOLVER), "x64": x64,
+    return {"solver": dict(physics.MJX_SOLVER), "x64": x64, "c_contacts": c_contacts,
             "median_cm": round(float(np.median(dev)) * 100, 3),
             "p90_cm": round(float(np.percentile(dev, 90)) * 100, 3),
             "scripted_success": ours, "original_scripted_success": theirs,
@@ -49,15 +54,14 @@ def measure(solver: dict | None, x64: bool) -> dict:
 
 def main() -> int:
     if len(sys.argv) == 3 and sys.argv[1] == "--one":
-        solver, x64 = json.loads(sys.argv[2])
-        print("RESULT " + json.dumps(measure(solver, x64)), flush=True)
+        print("RESULT " + json.dumps(measure(*json.loads(sys.argv[2]))), flush=True)
         return 0
     sys.path.insert(0, ROOT)
     from benchmarks.machine import describe
 
     results = []
-    for name, solver, x64 in VARIANTS:
-        proc = subprocess.run([sys.executable, "-m", "benchmarks.mjx_push_gap", "--one", json.dumps([solver, x64])],
+    for name, *variant in VARIANTS:
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.mjx_push_gap", "--one", json.dumps(variant)],
                               cwd=ROOT, capture_output=True, text=True)
         lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
         if proc.returncode or not lines:

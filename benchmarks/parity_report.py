@@ -37,7 +37,7 @@ def main() -> int:
 
     machine = describe()
     cmd = [sys.executable, "-m", "pytest", "-q", "-s", "-rA", "-p", "no:cacheprovider", "tests/test_parity.py",
-           "-k", args.backend, "-m", "slow or not slow"]
+           "-k", args.backend, "-m", "slow or not slow", "-n", "0"]  # one process: xdist's workers swallow -s prints
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     out = proc.stdout + proc.stderr
     figures = {}

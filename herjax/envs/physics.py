@@ -13,6 +13,7 @@ Engines:
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import copy
 import functools
 import os
@@ -103,13 +104,16 @@ def _lock(qpos: jax.Array, locked_qpos: tuple[int, ...]) -> jax.Array:
 # meets it in 1.3 iterations on average (at most 14 seen in scripted episodes), but float32 MJX never reaches
 # 1e-8, and under vmap every env then runs all 100. The C engine keeps the original settings.
 MJX_SOLVER = {"iterations": 10, "ls_iterations": 10, "tolerance": 1e-6}
+# Contact points as C MuJoCo places them (``herjax.envs.mjx_contacts``); False leaves MJX's own (for comparisons).
+MJX_C_CONTACTS = True
 
 
 def _make_mjx(m: mujoco.MjModel, n_substeps: int, locked_qpos: tuple[int, ...]) -> Physics:
     from mujoco import mjx
 
-    # MJX's own pipeline plus C MuJoCo's J-dot-v term of the mocap weld, which MJX 3.17 leaves out.
-    from herjax.envs import mjx_jdotv
+    # MJX's own pipeline plus C MuJoCo's J-dot-v term of the mocap weld, which MJX 3.17 leaves out, and contact
+    # points as C MuJoCo places them (each once; box-box ones within the margin too, and midway between the surfaces).
+    from herjax.envs import mjx_contacts, mjx_jdotv
 
     m = copy.deepcopy(m)
     for name, value in MJX_SOLVER.items():
@@ -126,12 +130,16 @@ def _make_mjx(m: mujoco.MjModel, n_substeps: int, locked_qpos: tuple[int, ...]) 
     def from_data(d, s: PhysState) -> PhysState:
         return s._replace(qpos=d.qpos, qvel=d.qvel, qacc_warmstart=d.qacc_warmstart, sensordata=d.sensordata)
 
+    contacts = mjx_contacts.unique_midpoint_contacts if MJX_C_CONTACTS else contextlib.nullcontext
+
     def forward(s: PhysState) -> PhysState:
-        return from_data(mjx_jdotv.forward(mx, to_data(s)), s)
+        with contacts():
+            return from_data(mjx_jdotv.forward(mx, to_data(s)), s)
 
     def step(s: PhysState) -> PhysState:
-        d = jax.lax.fori_loop(0, n_substeps, lambda _, d: mjx_jdotv.step(mx, d), to_data(s))
-        d = mjx_jdotv.forward(mx, d.replace(qpos=_lock(d.qpos, locked_qpos)))
+        with contacts():
+            d = jax.lax.fori_loop(0, n_substeps, lambda _, d: mjx_jdotv.step(mx, d), to_data(s))
+            d = mjx_jdotv.forward(mx, d.replace(qpos=_lock(d.qpos, locked_qpos)))
         return from_data(d, s)
 
     return Physics(forward=forward, step=step, backend="mjx")

@@ -1,0 +1,141 @@
+"""herjax.envs.mjx_contacts: MJX's box-box contacts, each point once, within the margin and midway between the
+surfaces, equal C MuJoCo's."""
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+import pytest
+from mujoco import mjx
+from mujoco.mjx._src import collision_driver
+
+import herjax  # noqa: F401  (XLA flag before any JAX computation)
+from herjax.envs import mjx_contacts
+
+# A block on a table, both boxes (FetchPush's pair, smaller).
+XML = """
+<mujoco>
+  <worldbody>
+    <geom name="table" type="box" size="0.3 0.3 0.02"/>
+    <body name="block" pos="0 0 0.04">
+      <freejoint/>
+      <geom name="block" type="box" size="0.025 0.025 0.025" mass="2" margin="MARGIN"/>
+    </body>
+  </worldbody>
+</mujoco>
+"""
+# The block flat (4 corners in the table), on one edge (2) and on three corners (3), each 0.2-1.4 mm deep; and, with
+# a margin of 1 mm, flat 0.4 mm above the table (4 points within the margin) and on three corners (one in, two
+# within the margin).
+PLACEMENTS = {
+    "flat": ([1.0, 0.0, 0.0, 0.0], 0.0445),
+    "edge": ([1.0, 0.02, 0.0, 0.0], 0.0447),
+    "three corners": ([1.0, 0.01, 0.012, 0.0], 0.0447),
+}
+IN_MARGIN = {
+    "flat, 0.4 mm above": ([1.0, 0.0, 0.0, 0.0], 0.0454),
+    "three corners, two above": ([1.0, 0.01, 0.012, 0.0], 0.0452),
+}
+
+
+def _compiled(margin):
+    m = mujoco.MjModel.from_xml_string(XML.replace("MARGIN", str(margin)))
+    mx = mjx.put_model(m)
+
+    def forward(qpos):
+        return mjx.forward(mx, mjx.make_data(mx).replace(qpos=qpos))
+
+    def with_c_contacts(qpos):
+        with mjx_contacts.unique_midpoint_contacts():
+            return forward(qpos)
+
+    return m, jax.jit(with_c_contacts), jax.jit(forward)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return _compiled(0.0)
+
+
+@pytest.fixture(scope="module")
+def model_with_margin():
+    return _compiled(0.001)
+
+
+def _qpos(m, placement):
+    quat, z = {**PLACEMENTS, **IN_MARGIN}[placement]
+    qpos = np.zeros(m.nq)
+    qpos[:3] = [0.01, -0.02, z]
+    qpos[3:7] = np.asarray(quat) / np.linalg.norm(quat)
+    return qpos
+
+
+def _c_contacts(m, qpos):
+    d = mujoco.MjData(m)
+    d.qpos[:] = qpos
+    mujoco.mj_forward(m, d)
+    return np.array([c.dist for c in d.contact[: d.ncon]]), np.array([c.pos for c in d.contact[: d.ncon]])
+
+
+def _active(d):
+    """The contacts that make constraint rows (closer than their margin)."""
+    contact = d._impl.contact
+    active = np.asarray(contact.dist) < np.asarray(contact.includemargin)
+    return np.asarray(contact.dist)[active], np.asarray(contact.pos)[active]
+
+
+def _assert_same_contacts(m, forward, placement, count, pos_atol, dist_atol):
+    qpos = _qpos(m, placement)
+    want_dist, want_pos = _c_contacts(m, qpos)
+    got_dist, got_pos = _active(forward(jnp.asarray(qpos, jnp.float32)))
+    assert len(got_dist) == len(want_dist) == count
+    for dist, pos in zip(want_dist, want_pos):
+        nearest = np.argmin(np.linalg.norm(got_pos - pos, axis=1))
+        np.testing.assert_allclose(got_pos[nearest], pos, atol=pos_atol)
+        np.testing.assert_allclose(got_dist[nearest], dist, atol=dist_atol)
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS)
+def test_active_contacts_are_c_mujocos(model, placement):
+    """Each active MJX contact is one of C MuJoCo's (position within 0.02 mm, depth within 0.02 mm), and there are
+    as many: no point counted twice, none left on one box's face."""
+    m, with_c_contacts, _ = model
+    count = {"flat": 4, "edge": 2, "three corners": 3}[placement]
+    _assert_same_contacts(m, with_c_contacts, placement, count, pos_atol=2e-5, dist_atol=2e-5)
+
+
+@pytest.mark.parametrize("placement", IN_MARGIN)
+def test_contacts_within_the_margin_are_c_mujocos(model_with_margin, placement):
+    """With a margin, C MuJoCo's points closer than it are MJX's too, distances within 0.05 mm and positions within
+    0.6 mm (the margin is emulated by growing the boxes, whose corners then reach out further: the module's
+    docstring)."""
+    m, with_c_contacts, own = model_with_margin
+    _assert_same_contacts(m, with_c_contacts, placement, count=4 if "flat" in placement else 3, pos_atol=6e-4,
+                          dist_atol=5e-5)
+    if "flat" in placement:  # MJX alone: no contact until the block penetrates
+        assert len(_active(own(jnp.asarray(_qpos(m, placement), jnp.float32)))[0]) == 0
+
+
+def test_mjx_alone_repeats_points_and_leaves_them_on_a_face(model):
+    """What the module is for, on MJX as installed: on an edge its box-box test fills its 4 slots with 2 points, and
+    puts them half the depth off C MuJoCo's (if a later MJX stops doing so, the module may go)."""
+    m, _, own = model
+    qpos = _qpos(m, "edge")
+    want_dist, want_pos = _c_contacts(m, qpos)
+    got_dist, got_pos = _active(own(jnp.asarray(qpos, jnp.float32)))
+    assert len(want_dist) == 2 and len(got_dist) == 4
+    assert len({tuple(p) for p in got_pos.round(6)}) == 2
+    assert np.min(np.abs(got_pos[:, 2] - want_pos[0, 2])) > 0.4 * abs(want_dist[0])
+
+
+def test_the_collision_table_is_restored_and_wrapped_once_when_nested():
+    table = collision_driver._COLLISION_FUNC
+    own = dict(table)
+    box_box = (mjx_contacts.GeomType.BOX, mjx_contacts.GeomType.BOX)
+    with mjx_contacts.unique_midpoint_contacts():
+        outer = table[box_box]
+        assert outer is not own[box_box] and outer.ncon == own[box_box].ncon
+        with mjx_contacts.unique_midpoint_contacts():
+            assert table[box_box] is outer
+        assert table[box_box] is outer
+    assert table == own and all(table[k] is own[k] for k in own)
