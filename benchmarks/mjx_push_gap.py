@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from benchmarks.machine import describe, in_child, report, save  # noqa: E402
 ORIGINAL_SOLVER = {"iterations": 100, "ls_iterations": 50, "tolerance": 1e-8}
 # (name, solver settings, float64, herjax's contact points): herjax's MJX engine as shipped, then with MJX's own
 # contact points (herjax.envs.mjx_contacts off), then the original's solver settings, then those in float64.
@@ -54,31 +56,20 @@ def measure(solver: dict | None, x64: bool, c_contacts: bool) -> dict:
 
 def main() -> int:
     if len(sys.argv) == 3 and sys.argv[1] == "--one":
-        print("RESULT " + json.dumps(measure(*json.loads(sys.argv[2]))), flush=True)
+        report(measure(*json.loads(sys.argv[2])))
         return 0
-    sys.path.insert(0, ROOT)
-    from benchmarks.machine import describe
-
     results = []
     for name, *variant in VARIANTS:
-        proc = subprocess.run([sys.executable, "-m", "benchmarks.mjx_push_gap", "--one", json.dumps(variant)],
-                              cwd=ROOT, capture_output=True, text=True)
-        lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-        if proc.returncode or not lines:
-            print(proc.stderr[-2000:], file=sys.stderr)
-            return 1
-        results.append({"variant": name, **json.loads(lines[0][len("RESULT "):])})
+        results.append({"variant": name, **in_child("benchmarks.mjx_push_gap", "--one", json.dumps(variant))})
         print(json.dumps(results[-1]), flush=True)
     machine = describe()
     results_dir = os.path.join(ROOT, "benchmarks", "results")
     with open(os.path.join(results_dir, f"parity_mujoco_{machine['jax_backend']}.json")) as f:
         c_engine = json.load(f)["figures"]["push_object_path_deviation_cm"]
     path = os.path.join(results_dir, f"mjx_push_gap_{machine['jax_backend']}.json")
-    with open(path, "w") as f:
-        json.dump({"machine": machine, "measure": "per episode, the largest block-position distance to the original "
-                   "over the first 25 steps of the scripted push from the original's reset states 0-99",
-                   "c_engine_cm": c_engine, "variants": results}, f, indent=1)
-    print(f"wrote {path}")
+    save(path, {"machine": machine, "measure": "per episode, the largest block-position distance to the original "
+                "over the first 25 steps of the scripted push from the original's reset states 0-99",
+                "c_engine_cm": c_engine, "variants": results})
     return 0
 
 
