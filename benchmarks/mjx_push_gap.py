@@ -16,6 +16,7 @@ Writes ``benchmarks/results/mjx_push_gap_<platform>.json``.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -54,9 +55,12 @@ def measure(solver: dict | None, x64: bool, c_contacts: bool) -> dict:
             "seconds": round(time.perf_counter() - start, 1)}
 
 
-def main() -> int:
-    if len(sys.argv) == 3 and sys.argv[1] == "--one":
-        report(measure(*json.loads(sys.argv[2])))
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--one", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.one:
+        report(measure(*json.loads(args.one)))
         return 0
     results = []
     for name, *variant in VARIANTS:
