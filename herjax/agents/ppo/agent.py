@@ -61,7 +61,12 @@ from herjax.agents.base import OnPolicyAgent
 from herjax.agents.common import export as export_lib
 from herjax.agents.common import normalizer
 from herjax.agents.common.collectives import pmean
-from herjax.agents.common.networks import ACTIVATIONS, Torso, activation_fn  # noqa: F401 (ACTIVATIONS: re-exported)
+from herjax.agents.common.networks import (  # noqa: F401 (ACTIVATIONS: re-exported)
+    ACTIVATIONS,
+    Torso,
+    activation_fn,
+    orthogonal,
+)
 from herjax.agents.ppo.config import LR_SCHEDULES, PPOConfig
 from herjax.agents.ppo.losses import (
     LossInputs,
@@ -75,9 +80,9 @@ from herjax.agents.ppo.losses import (
 from herjax.types import PolicyStep, Unroll
 
 METRIC_NAMES = ("actor_loss", "critic_loss", "mean_Q", "entropy", "approx_kl", "clip_frac", "grad_norm")
-HIDDEN_INIT = nn.initializers.orthogonal(math.sqrt(2.0))
-POLICY_OUT_INIT = nn.initializers.orthogonal(0.01)
-VALUE_OUT_INIT = nn.initializers.orthogonal(1.0)
+HIDDEN_INIT = orthogonal(math.sqrt(2.0))
+POLICY_OUT_INIT = orthogonal(0.01)
+VALUE_OUT_INIT = orthogonal(1.0)
 PPO_TORSO = Torso(activation="tanh")
 
 
