@@ -50,10 +50,15 @@ _lock = threading.RLock()
 _depth = [0]  # nesting of unique_midpoint_contacts blocks
 
 
+def _in_box_frame(d, m, g: jax.Array, pos: jax.Array) -> tuple[jax.Array, ...]:
+    """Box geoms ``g [P]``'s centres, rotations and half-sizes, and points ``pos [P, n, 3]`` in their frames."""
+    centre, rot, size = d.geom_xpos[g], d.geom_xmat[g], m.geom_size[g]
+    return centre, rot, size, jnp.einsum("pji,pkj->pki", rot, pos - centre[:, None, :])
+
+
 def _box_surface_distance(d, m, g: jax.Array, pos: jax.Array) -> jax.Array:
     """``|signed distance|`` of points ``pos [P, n, 3]`` to the surface of box geoms ``g [P]`` (0 on it)."""
-    centre, rot, size = d.geom_xpos[g], d.geom_xmat[g], m.geom_size[g]
-    local = jnp.einsum("pji,pkj->pki", rot, pos - centre[:, None, :])
+    _, _, size, local = _in_box_frame(d, m, g, pos)
     return jnp.abs(jnp.max(jnp.abs(local) - size[:, None, :], axis=-1))
 
 
@@ -88,8 +93,7 @@ def wrap(func: Callable, types: tuple) -> Callable:
             dist = dist + m1 + m2
             slack = jnp.abs(dist)[..., None] / 2 + 1e-9
             for g in (geom[:, 0], geom[:, 1]):
-                centre, rot, size = d.geom_xpos[g], d.geom_xmat[g], m.geom_size[g]
-                local = jnp.einsum("pji,pkj->pki", rot, pos - centre[:, None, :])
+                centre, rot, size, local = _in_box_frame(d, m, g, pos)
                 local = jnp.clip(local, -(size[:, None, :] + slack), size[:, None, :] + slack)
                 pos = centre[:, None, :] + jnp.einsum("pij,pkj->pki", rot, local)
         dist = jnp.where(active, dist, _INACTIVE)
