@@ -236,17 +236,23 @@ class _CEngine:
 
 def _make_mujoco(m: mujoco.MjModel, n_substeps: int, locked_qpos: tuple[int, ...]) -> Physics:
     engine = _CEngine(m, n_substeps, locked_qpos)
-    out_shapes = {"qpos": (m.nq,), "qvel": (m.nv,), "qacc_warmstart": (m.nv,), "sensordata": (m.nsensordata,)}
+    # The callback takes one array and returns one: JAX puts every argument of a host callback on the device and
+    # converts every result on its way, ~40 us an array, so the six inputs and four outputs cost ~0.3 ms an env
+    # step at 16 envs, more than packing them in JAX and splitting views on the host
+    # (benchmarks/results/c_engine_push_cpu.json).
+    in_sizes = (m.nq, m.nv, m.nu, 3 * m.nmocap, 4 * m.nmocap, m.nv)
+    in_cuts = np.cumsum(in_sizes)[:-1]
+    out_names = ("qpos", "qvel", "qacc_warmstart", "sensordata")
+    out_sizes = (m.nq, m.nv, m.nv, m.nsensordata)
+    out_cuts = np.cumsum(out_sizes)[:-1]
 
     def host(fn, dtype):
-        def call(qpos, qvel, ctrl, mocap_pos, mocap_quat, warm):
-            # Inputs carry any number of leading batch dims (from nested vmaps): flatten them for C.
-            batch = qpos.shape[:-1]
-            n = int(np.prod(batch))
-            flat = [np.asarray(x, np.float64).reshape((n,) + x.shape[len(batch):])
-                    for x in (qpos, qvel, ctrl, mocap_pos, mocap_quat, warm)]
-            out = _c_worker().submit(fn, *flat).result()
-            return {k: v.reshape(batch + v.shape[1:]).astype(dtype) for k, v in out.items()}
+        def call(packed):
+            # ``packed`` carries any number of leading batch dims (from nested vmaps): flatten them for C.
+            batch = packed.shape[:-1]
+            flat = np.asarray(packed, np.float64).reshape(-1, packed.shape[-1])
+            out = _c_worker().submit(fn, *np.split(flat, in_cuts, axis=1)).result()
+            return np.concatenate([out[k] for k in out_names], axis=1).astype(dtype).reshape(batch + (-1,))
 
         return call
 
@@ -254,12 +260,12 @@ def _make_mujoco(m: mujoco.MjModel, n_substeps: int, locked_qpos: tuple[int, ...
         def pure(s: PhysState) -> PhysState:
             # Outputs keep the caller's float dtype: float32, or float64 under jax_enable_x64.
             batch, dtype = s.qpos.shape[:-1], s.qpos.dtype
-            shapes = {k: jax.ShapeDtypeStruct(batch + v, dtype) for k, v in out_shapes.items()}
-            out = jax.pure_callback(
-                host(fn, dtype), shapes, s.qpos, s.qvel, s.ctrl, s.mocap_pos, s.mocap_quat, s.qacc_warmstart,
-                vmap_method="broadcast_all",
-            )
-            return s._replace(**out)
+            packed = jnp.concatenate(
+                [x.reshape(batch + (-1,)).astype(dtype)
+                 for x in (s.qpos, s.qvel, s.ctrl, s.mocap_pos, s.mocap_quat, s.qacc_warmstart)], axis=-1)
+            out = jax.pure_callback(host(fn, dtype), jax.ShapeDtypeStruct(batch + (sum(out_sizes),), dtype), packed,
+                                    vmap_method="broadcast_all")
+            return s._replace(**dict(zip(out_names, jnp.split(out, out_cuts, axis=-1))))
 
         return pure
 
