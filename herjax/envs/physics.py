@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import mujoco
 import numpy as np
 
+from herjax import _lapack
+
 BACKENDS = ("mjx", "mujoco")
 
 
@@ -130,7 +132,13 @@ def _make_mjx(m: mujoco.MjModel, n_substeps: int, locked_qpos: tuple[int, ...]) 
     def from_data(d, s: PhysState) -> PhysState:
         return s._replace(qpos=d.qpos, qvel=d.qvel, qacc_warmstart=d.qacc_warmstart, sensordata=d.sensordata)
 
-    contacts = mjx_contacts.unique_midpoint_contacts if MJX_C_CONTACTS else contextlib.nullcontext
+    own_contacts = mjx_contacts.unique_midpoint_contacts if MJX_C_CONTACTS else contextlib.nullcontext
+
+    @contextlib.contextmanager
+    def contacts():
+        # and, on the CPU, Cholesky factorisations one env at a time (herjax._lapack: batched ones can deadlock)
+        with own_contacts(), _lapack.serial_cholesky():
+            yield
 
     def forward(s: PhysState) -> PhysState:
         with contacts():

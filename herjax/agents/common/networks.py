@@ -38,7 +38,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from herjax import checks
+from herjax import _lapack, checks
 
 DEFAULT_HIDDEN = (256, 256, 256)
 
@@ -58,26 +58,12 @@ ACTIVATION_NAMES = tuple(ACTIVATIONS)
 
 def orthogonal(scale: float) -> Callable[..., jax.Array]:
     """``flax.linen.initializers.orthogonal(scale)``, with the same values, whose QR runs one matrix at a time
-    under ``jax.vmap`` (``num_seeds``).
-
-    A vmapped orthogonal initialiser is one batched LAPACK QR per layer. On the CPU, jaxlib's batched QR splits its
-    batch over XLA's intra-op thread pool and blocks its own pool thread until the parts finish; two such QRs at
-    once (the policy's and the value network's layers) hold both threads of a 2-core machine, and the program
-    waits forever (seen: ``num_seeds=2`` PPO on FetchReach hung in 3 of 6 runs). A ``custom_vmap`` rule runs the
-    batch through ``lax.map`` instead: one unbatched QR per step, computed inline.
-    """
+    under ``jax.vmap`` (``num_seeds``): a vmapped one is one batched LAPACK QR per layer, and two of those at once
+    can deadlock a 2-core CPU (``herjax._lapack``; seen: ``num_seeds=2`` PPO on FetchReach hung in 3 of 6 runs)."""
     plain = nn.initializers.orthogonal(scale)
 
     def init(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
-        @jax.custom_batching.custom_vmap
-        def one(k):
-            return plain(k, shape, dtype)
-
-        @one.def_vmap
-        def _batched(axis_size, in_batched, k):
-            return jax.lax.map(one, k), True
-
-        return one(key)
+        return _lapack.one_at_a_time(lambda k: plain(k, shape, dtype))(key)
 
     return init
 
