@@ -108,6 +108,9 @@ def _lock(qpos: jax.Array, locked_qpos: tuple[int, ...]) -> jax.Array:
 MJX_SOLVER = {"iterations": 10, "ls_iterations": 10, "tolerance": 1e-6}
 # Contact points as C MuJoCo places them (``herjax.envs.mjx_contacts``); False leaves MJX's own (for comparisons).
 MJX_C_CONTACTS = True
+# On the CPU, MJX's Cholesky factorisations one env at a time under vmap (``herjax._lapack``); False leaves jaxlib's
+# batched ones, which can deadlock (for comparisons: ``benchmarks.env_throughput --lapack-ab``).
+MJX_SERIAL_LAPACK = True
 
 
 def _make_mjx(m: mujoco.MjModel, n_substeps: int, locked_qpos: tuple[int, ...]) -> Physics:
@@ -137,7 +140,7 @@ def _make_mjx(m: mujoco.MjModel, n_substeps: int, locked_qpos: tuple[int, ...]) 
     @contextlib.contextmanager
     def contacts():
         # and, on the CPU, Cholesky factorisations one env at a time (herjax._lapack: batched ones can deadlock)
-        with own_contacts(), _lapack.serial_cholesky():
+        with own_contacts(), (_lapack.serial_cholesky() if MJX_SERIAL_LAPACK else contextlib.nullcontext()):
             yield
 
     def forward(s: PhysState) -> PhysState:
