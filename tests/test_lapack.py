@@ -1,10 +1,6 @@
 """``herjax._lapack``: batched LAPACK one matrix at a time on the CPU, where jaxlib's batched kernels deadlock."""
 
-import os
 import re
-import subprocess
-import sys
-import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -16,8 +12,7 @@ from mujoco import mjx
 
 from herjax import _lapack
 from herjax.envs import physics
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from runtools import finishes
 
 # A box dropped on a plane: MJX factors its mass matrix and its Newton solver's Hessian with Cholesky.
 BOX_ON_PLANE = """
@@ -86,7 +81,7 @@ def test_herjax_mjx_step_lowers_no_batched_lapack_call_on_the_cpu():
 def test_mjx_push_at_256_envs_steps_on_two_cpu_cores():
     """The symptom: 256 MJX FetchPush envs under ``jit(vmap)`` on the CPU. With batched Cholesky the first reset
     or step never returned here (2 of 2 runs, both XLA pool threads waiting in ``ParallelBatchMap``)."""
-    program = textwrap.dedent("""
+    finishes("""
         import jax, jax.numpy as jnp
         from herjax import envs
         env = envs.make("fetch_push", backend="mjx")
@@ -96,9 +91,4 @@ def test_mjx_push_at_256_envs_steps_on_two_cpu_cores():
             states = step(states, jnp.zeros((256, 4)))
         jax.block_until_ready(states)
         print("finished")
-    """)
-    try:
-        out = subprocess.run([sys.executable, "-c", program], cwd=REPO, capture_output=True, text=True, timeout=600)
-    except subprocess.TimeoutExpired:
-        pytest.fail("256 MJX envs did not take 3 steps in 600 s: the batched-Cholesky deadlock")
-    assert out.returncode == 0 and "finished" in out.stdout, out.stderr[-2000:]
+    """, 600, "256 MJX envs' reset and 3 steps, the batched-Cholesky deadlock")

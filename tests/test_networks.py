@@ -13,6 +13,7 @@ import pytest
 
 import herjax.policy
 from agenttools import random_transitions
+from runtools import finishes
 from herjax import config, export
 from herjax.agents.common import networks
 from herjax.agents.ddpg import DDPGConfig, make_ddpg
@@ -284,7 +285,7 @@ def test_orthogonal_init_equals_flax_and_never_deadlocks_under_vmap():
                                       jax.jit(jax.vmap(lambda k: theirs(k, shape)))(keys))
         np.testing.assert_array_equal(jax.vmap(jax.vmap(lambda k: ours(k, shape)))(keys.reshape(2, 3)),
                                       jax.vmap(jax.vmap(lambda k: theirs(k, shape)))(keys.reshape(2, 3)))
-    program = textwrap.dedent("""
+    finishes("""
         import jax
         from herjax.agents.common.networks import orthogonal
         init = orthogonal(1.4)
@@ -292,11 +293,4 @@ def test_orthogonal_init_equals_flax_and_never_deadlocks_under_vmap():
         for i in range(300):
             jax.block_until_ready(layers(jax.random.split(jax.random.key(i), 2)))
         print("finished")
-    """)
-    import subprocess
-
-    try:
-        out = subprocess.run([sys.executable, "-c", program], cwd=REPO, capture_output=True, text=True, timeout=120)
-    except subprocess.TimeoutExpired:
-        pytest.fail("a vmapped orthogonal init did not finish in 120 s: the batched-QR deadlock")
-    assert out.returncode == 0 and "finished" in out.stdout, out.stderr[-2000:]
+    """, 120, "a vmapped orthogonal init, the batched-QR deadlock")
