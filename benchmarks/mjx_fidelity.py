@@ -55,6 +55,7 @@ def main(argv=None) -> int:
     parser.add_argument("--set", nargs="*", default=["n_test_episodes=50"], metavar="KEY=VALUE",
                         help="extra herjax.train keys (default: 50 test episodes an epoch; MJX is slow on a CPU)")
     parser.add_argument("--episodes", type=int, default=100)
+    parser.add_argument("--note", default=None, help="a remark stored with the result")
     parser.add_argument("--out", default=None, help="default: benchmarks/results/mjx_fidelity_<env>_<backend>.json")
     args = parser.parse_args(argv)
 
@@ -85,6 +86,7 @@ def main(argv=None) -> int:
         "episodes": args.episodes,
         "success": {"mjx": played["mjx"], "herjax_c_engine": played["mujoco"], "original": original},
         "original_over_mjx": round(original / played["mjx"], 3) if played["mjx"] else None,
+        **({"note": args.note} if args.note else {}),
     })
     return 0
 
