@@ -19,6 +19,7 @@ def test_gpu_check_runs_on_the_cpu_with_a_tiny_budget(tmp_path):
     assert all(row["env_steps_per_s"] > 0 for row in result["throughput"])
     (push,) = result["time_to_success"]
     assert push["env"] == "fetch_push" and push["epochs_run"] >= 1 and push["threshold"] == 0.9
+    assert push["original_env_episodes"] == 2 and 0.0 <= push["original_env_success"] <= 1.0, push
     assert set(result["step_s"]) == {"throughput", "time_to_success"}
 
 
