@@ -148,8 +148,8 @@ def main(argv=None) -> int:
 
     rows = [measure(n, args.steps, args.repeats) for n in args.num_envs]
     with open(args.out, "w") as f:
-        json.dump({"machine": describe(), "task": "fetch_push", "definition": "\n\n".join(__doc__.split("\n\n")[2:5]), "rows": rows},
-                  f, indent=1)
+        definition = "\n\n".join(__doc__.split("\n\n")[2:5])
+        json.dump({"machine": describe(), "task": "fetch_push", "definition": definition, "rows": rows}, f, indent=1)
     return 0
 
 

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import threading
-from typing import Callable, Iterator
+from typing import Callable, ContextManager
 
 import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
+
+from herjax import _swap
 
 __all__ = ["one_at_a_time", "serial_cholesky"]
 
@@ -50,10 +51,6 @@ def one_at_a_time(fn: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
         return jax.lax.map(lambda xs: one(*xs), args), True
 
     return one
-
-
-_lock = threading.RLock()
-_depth = [0]
 
 
 @functools.lru_cache(maxsize=None)
@@ -83,23 +80,21 @@ _ORIGINAL = {"cho_factor": jsl.cho_factor, "cho_solve": jsl.cho_solve}
 _SERIAL = {"cho_factor": _serial_cho_factor, "cho_solve": _serial_cho_solve}
 
 
-@contextlib.contextmanager
-def serial_cholesky() -> Iterator[None]:
+def _set_cholesky(functions: dict) -> None:
+    for name, fn in functions.items():
+        setattr(jsl, name, fn)
+
+
+def _swap_cholesky() -> Callable[[], None]:
+    _set_cholesky(_SERIAL)
+    return lambda: _set_cholesky(_ORIGINAL)
+
+
+_serial = _swap.nested_swap(_swap_cholesky)
+
+
+def serial_cholesky() -> ContextManager[None]:
     """While the block runs (i.e. traces) on the CPU backend, ``jax.scipy.linalg.cho_factor`` and ``cho_solve``
     factor and solve one matrix at a time under ``jax.vmap``. Blocks nest; other threads wait; on a GPU or TPU
     it does nothing."""
-    if jax.default_backend() != "cpu":
-        yield
-        return
-    with _lock:
-        if _depth[0] == 0:
-            for name, fn in _SERIAL.items():
-                setattr(jsl, name, fn)
-        _depth[0] += 1
-        try:
-            yield
-        finally:
-            _depth[0] -= 1
-            if _depth[0] == 0:
-                for name, fn in _ORIGINAL.items():
-                    setattr(jsl, name, fn)
+    return _serial() if jax.default_backend() == "cpu" else contextlib.nullcontext()

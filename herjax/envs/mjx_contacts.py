@@ -32,22 +32,20 @@ Everything else (the pairs, the points MJX finds, the normals, the solver) is MJ
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from typing import Callable, Iterator
+from typing import Callable, ContextManager
 
 import jax
 import jax.numpy as jnp
 from mujoco.mjx._src import collision_driver
 from mujoco.mjx._src.types import GeomType
 
+from herjax import _swap
+
 __all__ = ["unique_midpoint_contacts", "wrap"]
 
 # A repeated point is bit-for-bit a copy; 1 micrometre also catches one computed twice along another path.
 _SAME_POINT_SQ = 1e-12
 _INACTIVE = 1.0  # MJX's own distance for an unused slot
-_lock = threading.RLock()
-_depth = [0]  # nesting of unique_midpoint_contacts blocks
 
 
 def _in_box_frame(d, m, g: jax.Array, pos: jax.Array) -> tuple[jax.Array, ...]:
@@ -103,23 +101,25 @@ def wrap(func: Callable, types: tuple) -> Callable:
     return collide
 
 
-@contextlib.contextmanager
-def unique_midpoint_contacts() -> Iterator[None]:
+def _wrap_collision_table() -> Callable[[], None]:
+    """Puts ``wrap``ped functions in MJX's collision table (every one returning several points); returns the undo."""
+    table = collision_driver._COLLISION_FUNC
+    own = dict(table)
+    for types, func in own.items():
+        if getattr(func, "ncon", 1) > 1:
+            table[types] = wrap(func, types)
+
+    def restore() -> None:
+        table.clear()
+        table.update(own)
+
+    return restore
+
+
+_wrapped_table = _swap.nested_swap(_wrap_collision_table)
+
+
+def unique_midpoint_contacts() -> ContextManager[None]:
     """While the block runs (i.e. traces), MJX collides with ``wrap``ped functions (every one returning several
     points); MJX's own are restored when the outermost such block ends. Blocks nest; other threads wait."""
-    table = collision_driver._COLLISION_FUNC
-    with _lock:
-        outermost = _depth[0] == 0
-        own = dict(table)
-        if outermost:
-            for types, func in own.items():
-                if getattr(func, "ncon", 1) > 1:
-                    table[types] = wrap(func, types)
-        _depth[0] += 1
-        try:
-            yield
-        finally:
-            _depth[0] -= 1
-            if outermost:
-                table.clear()
-                table.update(own)
+    return _wrapped_table()
