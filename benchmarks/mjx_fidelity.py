@@ -17,7 +17,6 @@ then plays ``--episodes`` deterministic episodes in three envs:
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 import tempfile
@@ -39,12 +38,6 @@ def train_on_mjx(env: str, seed: int, threshold: float, max_steps: int, extra: l
     return run_dir
 
 
-def curve(run_dir: str) -> list[dict]:
-    with open(os.path.join(run_dir, "progress.csv"), newline="") as f:
-        return [{"env_steps": int(float(r["env_steps"])), "test_success": round(float(r["test/success_rate"]), 3)}
-                for r in csv.DictReader(f)]
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", default="fetch_push")
@@ -60,27 +53,28 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     import herjax.play
-    from herjax.config import flat_dict, from_yaml
+    from herjax.plot import read_run
 
     run_dir = args.run_dir or train_on_mjx(args.env, args.seed, args.threshold, args.max_steps, args.set)
-    with open(os.path.join(run_dir, "config.yaml")) as f:
-        cfg = from_yaml(f.read())
-    if cfg.backend != "mjx":
-        raise SystemExit(f"mjx_fidelity: {run_dir} trained on backend={cfg.backend!r}, not 'mjx'")
+    run = read_run(run_dir)  # its flat config and progress.csv
+    env, backend = run.config["env"], run.config["backend"]
+    if backend != "mjx":
+        raise SystemExit(f"mjx_fidelity: {run_dir} trained on backend={backend!r}, not 'mjx'")
     played = {}
-    for backend in ("mjx", "mujoco"):
-        result = herjax.play.play(run_dir, episodes=args.episodes, backend=backend, seed=10_000, log=None)
-        played[backend] = round(float(result.success_rate), 4)
-        print(f"best checkpoint ({result.checkpoint}) on herjax {backend}: {played[backend]:.2f}", flush=True)
-    original = original_success(cfg.env, run_dir, args.episodes)
+    for engine in ("mjx", "mujoco"):
+        result = herjax.play.play(run_dir, episodes=args.episodes, backend=engine, seed=10_000, log=None)
+        played[engine] = round(float(result.success_rate), 4)
+        print(f"best checkpoint ({result.checkpoint}) on herjax {engine}: {played[engine]:.2f}", flush=True)
+    original = original_success(env, run_dir, args.episodes)
     print(f"best checkpoint in the original env: {original:.2f}", flush=True)
-    history = curve(run_dir)
+    history = [{"env_steps": int(steps), "test_success": round(float(success), 3)}
+               for steps, success in zip(run.columns["env_steps"], run.columns["test/success_rate"])]
     hit = next((row for row in history if row["test_success"] >= args.threshold), None)
     machine = describe()
-    out = args.out or os.path.join(HERE, "results", f"mjx_fidelity_{cfg.env}_{machine['jax_backend']}.json")
+    out = args.out or os.path.join(HERE, "results", f"mjx_fidelity_{env}_{machine['jax_backend']}.json")
     save(out, {
-        "machine": machine, "definition": __doc__.split("\n\n")[2:4], "env": cfg.env, "seed": cfg.seed,
-        "run_config": flat_dict(cfg),
+        "machine": machine, "definition": __doc__.split("\n\n")[2:4], "env": env, "seed": run.config["seed"],
+        "run_config": run.config,
         "trained": {"backend": "mjx", "reached_threshold_at_env_steps": hit["env_steps"] if hit else None,
                     "threshold": args.threshold, "test_success_by_epoch": history},
         "episodes": args.episodes,
