@@ -1,5 +1,6 @@
 """Every registered env on every backend: jit + vmap, no NaN, determinism; registry, rewards and the wrapper."""
 
+import copy
 import os
 import subprocess
 import sys
@@ -125,26 +126,75 @@ def test_xla_flag_applied_on_import():
 
 @pytest.mark.parametrize("task", ["push", "pick_and_place"])
 def test_c_engine_sensors_equal_mj_forward(task):
-    """The C engine takes its sensors from a one-substep ``rollout`` instead of a Python ``mj_forward`` loop: the
-    values must be those of ``mj_forward`` on each state, bit for bit, after a step of random controls."""
+    """The C engine takes its sensors from the first pass of one extra substep, before the blocked fingers are set
+    to 0, instead of a ``mj_forward`` after the lock: over 10 steps of random controls the state must be that of
+    ``n_substeps`` substeps and the lock, bit for bit, and the sensors those of ``mj_forward`` on it: bit for bit
+    without a lock (PickAndPlace), and within 1e-12 with one (Push: the fingers' mass moves the arm tree's
+    centre of mass, about which MuJoCo carries frame velocities)."""
     import mujoco
 
     from herjax.envs import physics
 
     env = envs.make(f"fetch_{task}", backend="mujoco")
     m = env.model.mj_model
-    engine = physics._CEngine(m, 20, ())
+    locked = tuple(env.model.finger_qpos_adr) if env.block_gripper else ()
+    engine = physics._CEngine(m, 20, locked)
+    assert engine.locked_sensors is not None  # the one-rollout path is the one under test
     rng = np.random.default_rng(0)
     d = mujoco.MjData(m)
     mujoco.mj_forward(m, d)
     n = 5
     qpos, qvel, warm = np.tile(d.qpos, (n, 1)), np.tile(d.qvel, (n, 1)), np.zeros((n, m.nv))
+    mocap_pos, mocap_quat = np.tile(d.mocap_pos, (n, 1, 1)), np.tile(d.mocap_quat, (n, 1, 1))
+    ctrl = rng.uniform(-1, 1, (n, m.nu))
+    worst = 0.0
+    for _ in range(10):
+        mocap_pos = mocap_pos + rng.normal(0, 0.02, mocap_pos.shape)
+        out = engine.step(qpos, qvel, ctrl, mocap_pos, mocap_quat, warm)
+        state, _ = engine._rollout(engine._state(qpos, qvel), engine._control(ctrl, mocap_pos, mocap_quat), warm, 20)
+        want_qpos, want_qvel = state[:, -1, 1: 1 + m.nq].copy(), state[:, -1, 1 + m.nq: 1 + m.nq + m.nv]
+        want_qpos[:, list(locked)] = 0.0
+        np.testing.assert_array_equal(out["qpos"], want_qpos)
+        np.testing.assert_array_equal(out["qvel"], want_qvel)
+        assert not np.array_equal(out["qpos"], qpos)  # the step moved something
+        for i in range(n):
+            d.qpos[:], d.qvel[:], d.ctrl[:] = out["qpos"][i], out["qvel"][i], ctrl[i]
+            d.mocap_pos[:], d.mocap_quat[:], d.qacc_warmstart[:] = mocap_pos[i], mocap_quat[i], warm[i]
+            mujoco.mj_forward(m, d)
+            if not locked:
+                np.testing.assert_array_equal(out["sensordata"][i], d.sensordata)
+            worst = max(worst, float(np.max(np.abs(out["sensordata"][i] - d.sensordata))))
+        if locked:
+            assert np.all(out["sensordata"][:, engine.locked_sensors] == 0.0)
+        qpos, qvel = out["qpos"], out["qvel"]
+    assert worst <= 1e-12, worst
+
+
+def test_c_engine_falls_back_to_a_forward_pass_for_sensors_the_lock_moves():
+    """A sensor on a body a locked joint moves (here a site on a finger) would read the state before the lock: the
+    engine must then take its sensors from a forward pass after the lock, as ``mj_forward`` gives them."""
+    import mujoco
+
+    from herjax.envs import physics
+
+    env = envs.make("fetch_push", backend="mujoco")
+    m0 = env.model.mj_model
+    locked = tuple(env.model.finger_qpos_adr)
+    finger_body = int(m0.jnt_bodyid[[j for j in range(m0.njnt) if m0.jnt_qposadr[j] == locked[0]][0]])
+    assert physics._locked_sensor_adr(m0, np.asarray(locked)) is not None
+    m = copy.deepcopy(m0)
+    m.sensor_objtype[0], m.sensor_objid[0] = mujoco.mjtObj.mjOBJ_XBODY, finger_body  # grip_pos -> a finger's frame
+    assert physics._locked_sensor_adr(m, np.asarray(locked)) is None
+    engine = physics._CEngine(m, 20, locked)
+    d = mujoco.MjData(m)
+    mujoco.mj_forward(m, d)
+    n, rng = 3, np.random.default_rng(1)
     mocap_pos = np.tile(d.mocap_pos, (n, 1, 1)) + rng.normal(0, 0.02, (n, *d.mocap_pos.shape))
-    mocap_quat, ctrl = np.tile(d.mocap_quat, (n, 1, 1)), rng.uniform(-1, 1, (n, m.nu))
-    out = engine.step(qpos, qvel, ctrl, mocap_pos, mocap_quat, warm)
-    assert not np.array_equal(out["qpos"], qpos)  # the step moved something
+    ctrl, mocap_quat = rng.uniform(-1, 1, (n, m.nu)), np.tile(d.mocap_quat, (n, 1, 1))
+    out = engine.step(np.tile(d.qpos, (n, 1)), np.tile(d.qvel, (n, 1)), ctrl, mocap_pos, mocap_quat,
+                      np.zeros((n, m.nv)))
     for i in range(n):
         d.qpos[:], d.qvel[:], d.ctrl[:] = out["qpos"][i], out["qvel"][i], ctrl[i]
-        d.mocap_pos[:], d.mocap_quat[:], d.qacc_warmstart[:] = mocap_pos[i], mocap_quat[i], warm[i]
+        d.mocap_pos[:], d.mocap_quat[:], d.qacc_warmstart[:] = mocap_pos[i], mocap_quat[i], 0.0
         mujoco.mj_forward(m, d)
         np.testing.assert_array_equal(out["sensordata"][i], d.sensordata)
