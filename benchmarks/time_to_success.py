@@ -168,6 +168,10 @@ def main(argv=None) -> int:
                         help="after each run, play its best checkpoint this many episodes in the original "
                              "gymnasium-robotics env and store the success rate (fidelity of the recipe's policy)")
     parser.add_argument("--note", default=None, help="a remark stored with each env's results")
+    parser.add_argument("--add-seeds", action="store_true",
+                        help="add these seeds' runs to the entry already in --out (same threshold, budget and "
+                             "overrides, checked) instead of replacing it; the summary is taken over all its runs, "
+                             "and each sitting's machine is kept")
     parser.add_argument("--out", default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     max_steps = parse_max_steps(args.max_steps, args.envs)
@@ -184,19 +188,42 @@ def main(argv=None) -> int:
         "(construction, compilation and evaluation included); each algorithm's defaults (off-policy: baselines' loop, "
         "scale=single: 1 worker, 2 envs, batch 256) unless overrides say otherwise"
     )
+    jobs = []
     for env, alg in [(env, alg) for env in args.envs for alg in args.algs]:
-        overrides = [f"alg={alg}", *args.set]
-        threshold = args.threshold if args.threshold is not None else DEFAULT_THRESHOLDS.get(env, 0.9)
-        runs = [run_one(env, seed, threshold, max_steps[env], args.max_wall_s, overrides, args.original_episodes)
-                for seed in args.seeds]
         key = f"{env}@{args.label}" if args.label else (env if alg == "ddpg_her" else f"{env}@{alg}")
-        report["results"][key] = {
-            "threshold": threshold,
+        entry = {
+            "threshold": args.threshold if args.threshold is not None else DEFAULT_THRESHOLDS.get(env, 0.9),
             "budget": {"max_env_steps": max_steps[env], "max_wall_s_per_seed": args.max_wall_s},
-            "overrides": overrides,
+            "overrides": [f"alg={alg}", *args.set],
+        }
+        earlier = report["results"].get(key) if args.add_seeds else None
+        if args.add_seeds:  # check every entry before the first run, not hours into the sitting
+            if earlier is None:
+                print(f"--add-seeds: no entry {key!r} in {args.out} to add to (it has: "
+                      f"{', '.join(sorted(report['results'])) or 'none'})", file=sys.stderr)
+                return 2
+            differ = [k for k in entry if earlier.get(k) != entry[k]]
+            if differ:
+                print(f"--add-seeds: {key!r} in {args.out} was run with another {', '.join(differ)}: "
+                      + "; ".join(f"{k} {earlier.get(k)!r} there, {entry[k]!r} here" for k in differ), file=sys.stderr)
+                return 2
+        jobs.append((env, key, entry, earlier))
+    for env, key, entry, earlier in jobs:
+        runs = [run_one(env, seed, entry["threshold"], max_steps[env], args.max_wall_s, entry["overrides"],
+                        args.original_episodes)
+                for seed in args.seeds]
+        sittings = [{"seeds": list(args.seeds), "machine": report["machine"]}]
+        if earlier:
+            kept = [r for r in earlier["runs"] if r["seed"] not in args.seeds]
+            runs = sorted(kept + runs, key=lambda r: r["seed"])
+            sittings = earlier.get("sittings", [{"seeds": [r["seed"] for r in earlier["runs"]],
+                                                 "machine": earlier["machine"]}]) + sittings
+        report["results"][key] = {
+            **entry,
             "machine": report["machine"],
+            **({"sittings": sittings} if earlier else {}),
             "summary": summarise(runs),
-            "note": args.note,
+            "note": args.note if args.note is not None or not earlier else earlier.get("note"),
             "runs": runs,
             "published": PUBLISHED.get(env),
         }
