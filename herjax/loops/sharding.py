@@ -44,7 +44,7 @@ def make_mesh(num_devices: int) -> Mesh:
 def shard(fn: Callable, mesh: Mesh, in_specs: Any, out_specs: Any) -> Callable:
     """``jax.shard_map`` of ``fn`` over ``mesh``.
 
-    ``check_vma=False``: the env code (``vec``'s ``lax.cond``, the C engine's ``pure_callback``) is not written
+    ``check_vma=False``: the env code (``vec``'s ``lax.cond``, the C engine's host callback) is not written
     for shard_map's varying-axis types. Replication of the ``P()`` outputs holds by construction (every such value
     is a function of replicated inputs and of psum/pmean results); the multi-device tests check it.
     """
