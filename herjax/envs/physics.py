@@ -161,6 +161,12 @@ def _make_mjx(m: mujoco.MjModel, n_substeps: int, locked_qpos: tuple[int, ...]) 
     return Physics(forward=forward, step=step, backend="mjx")
 
 
+def _host_state(qpos, qvel, warm, sensordata) -> dict:
+    """What ``_CEngine.forward`` and ``step`` return: float64 arrays of their own, by the names of ``PhysState``."""
+    return {"qpos": np.array(qpos, np.float64), "qvel": np.array(qvel, np.float64),
+            "qacc_warmstart": np.array(warm, np.float64), "sensordata": sensordata}
+
+
 def _locked_sensor_adr(m: mujoco.MjModel, locked: np.ndarray) -> np.ndarray | None:
     """``sensordata`` addresses of the ``jointpos`` sensors of locked qpos entries, or None where a sensor's value
     could depend on the lock some other way (then ``_CEngine.step`` takes its sensors in a forward pass after it).
@@ -172,10 +178,12 @@ def _locked_sensor_adr(m: mujoco.MjModel, locked: np.ndarray) -> np.ndarray | No
     tree's centre of mass, can differ in the last bits (tests/test_envs.py bounds it).
     """
     S, O = mujoco.mjtSensor, mujoco.mjtObj
-    locked_joints = {j for j in range(m.njnt) if int(m.jnt_qposadr[j]) in set(locked.tolist())}
+    locked_adr = set(locked.tolist())
+    locked_joints = {j for j in range(m.njnt) if int(m.jnt_qposadr[j]) in locked_adr}
+    locked_bodies = {int(m.jnt_bodyid[j]) for j in locked_joints}
     moved = np.zeros(m.nbody, bool)  # bodies a locked joint moves: the joint's body and its subtree
-    for b in range(1, m.nbody):
-        moved[b] = moved[m.body_parentid[b]] or any(m.jnt_bodyid[j] == b for j in locked_joints)
+    for b in range(1, m.nbody):  # a parent's index is below its child's
+        moved[b] = moved[m.body_parentid[b]] or b in locked_bodies
     frame = {int(t) for t in (S.mjSENS_FRAMEPOS, S.mjSENS_FRAMEQUAT, S.mjSENS_FRAMELINVEL, S.mjSENS_FRAMEANGVEL,
                               S.mjSENS_FRAMEXAXIS, S.mjSENS_FRAMEYAXIS, S.mjSENS_FRAMEZAXIS)}
     owner = {int(O.mjOBJ_BODY): lambda i: i, int(O.mjOBJ_XBODY): lambda i: i,
@@ -269,12 +277,7 @@ class _CEngine:
         ``qacc_warmstart`` passes through, as ``mj_forward`` leaves it.
         """
         _, sensordata = self._rollout(self._state(qpos, qvel), self._control(ctrl, mocap_pos, mocap_quat), warm, 1)
-        return {
-            "qpos": np.array(qpos, np.float64),
-            "qvel": np.array(qvel, np.float64),
-            "qacc_warmstart": np.array(warm, np.float64),
-            "sensordata": sensordata[:, 0],
-        }
+        return _host_state(qpos, qvel, warm, sensordata[:, 0])
 
     def step(self, qpos, qvel, ctrl, mocap_pos, mocap_quat, warm):
         """``n_substeps``, the lock, then the sensors of the new state.
@@ -299,8 +302,7 @@ class _CEngine:
             return self.forward(qpos1, qvel1, ctrl, mocap_pos, mocap_quat, warm)
         sensors = sensordata[:, -1].copy()
         sensors[:, self.locked_sensors] = 0.0
-        return {"qpos": qpos1, "qvel": np.array(qvel1), "qacc_warmstart": np.array(warm, np.float64),
-                "sensordata": sensors}
+        return _host_state(qpos1, qvel1, warm, sensors)
 
 
 def _make_mujoco(m: mujoco.MjModel, n_substeps: int, locked_qpos: tuple[int, ...]) -> Physics:
@@ -330,8 +332,9 @@ def _make_mujoco(m: mujoco.MjModel, n_substeps: int, locked_qpos: tuple[int, ...
 
         On the CPU backend ``buffer_callback`` hands the callback XLA's own buffers and takes the result written
         into its output buffer: ~4 us a call on these 2 cores, where ``pure_callback`` spends ~65 us wrapping its
-        argument and converting and copying its result (benchmarks/c_engine.py: herjax / raw C MuJoCo at 16 envs
-        0.75 -> 0.83). Other backends hand it device memory, so they keep ``pure_callback``.
+        argument and converting and copying its result (benchmarks/c_engine.py at 16 envs, this change alone, one
+        paired run: herjax / raw C MuJoCo 0.75 -> 0.83). Other backends hand it device memory, so they keep
+        ``pure_callback``.
         """
         call = host(fn, dtype)
         if buffer_callback is None or jax.default_backend() != "cpu":
