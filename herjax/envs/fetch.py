@@ -125,7 +125,9 @@ class FetchEnv:
         self.config = config
         spec = model_lib.TASKS[config.task]
         self.task_spec = spec
-        self.model = model_lib.load_model(config.task)
+        # Only MJX needs Slide's puck as a prism; the C engine steps the original cylinder (envs/README.md).
+        mjx = physics_lib.resolve_backend(config.backend) == "mjx"
+        self.model = model_lib.load_model(config.task, convex_puck=mjx)
         m = self.model.mj_model
         self.has_object = spec.has_object
         self.block_gripper = spec.block_gripper

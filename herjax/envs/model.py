@@ -201,7 +201,8 @@ PUCK_SIDES = 16
 
 
 def _puck_as_convex_mesh(spec: mujoco.MjSpec, original: mujoco.MjModel) -> None:
-    """Slide's cylinder puck becomes a 16-sided prism: MJX has no cylinder-box collision.
+    """Slide's cylinder puck becomes a 16-sided prism: MJX has no cylinder-box collision (MJX only: the prism
+    slides differently, see ``herjax/envs/README.md``).
 
     Radius, height, friction, mass and the original cylinder's inertia are kept; the prism's flats lie 0.4 mm
     inside the circle.
@@ -259,13 +260,17 @@ def _sensor_slices(m: mujoco.MjModel) -> dict:
 
 
 @functools.lru_cache(maxsize=None)
-def load_model(task: str, *, weld: bool = True, primitive_collisions: bool = True) -> FetchModel:
+def load_model(task: str, *, weld: bool = True, primitive_collisions: bool = True,
+               convex_puck: bool = True) -> FetchModel:
     """Builds the edited model of ``task`` and runs the original settle procedure on it.
 
     Args:
         task: one of ``TASKS`` (``reach``, ``push``, ``slide``, ``pick_and_place``).
         weld: weld the base and head joints (see ``WELDED_JOINTS``).
         primitive_collisions: replace colliding robot meshes by boxes (needed by MJX).
+        convex_puck: with ``primitive_collisions``, Slide's cylinder puck becomes a 16-sided prism (needed by
+            MJX, which has no cylinder-box collision). ``False`` keeps the original cylinder and finger margins:
+            the C engine's choice, since the prism changes how the puck slides (``herjax/envs/README.md``).
 
     Returns:
         The ``FetchModel``. Cached: treat it as read-only.
@@ -281,7 +286,7 @@ def load_model(task: str, *, weld: bool = True, primitive_collisions: bool = Tru
         _weld_joints(spec, settled)
     if primitive_collisions:
         _primitive_collisions(spec)
-        if tspec.has_object and original.geom("object0").type[0] == mujoco.mjtGeom.mjGEOM_CYLINDER:
+        if convex_puck and tspec.has_object and original.geom("object0").type[0] == mujoco.mjtGeom.mjGEOM_CYLINDER:
             _puck_as_convex_mesh(spec, original)
     _add_sensors(spec, tspec.has_object)
     m = spec.compile()
