@@ -7,6 +7,7 @@ the same functions marked ``slow`` (each MJX model compiles for about a minute o
 """
 
 import functools
+import os
 import subprocess
 import sys
 
@@ -203,3 +204,15 @@ def test_compute_reward_equals_original(name):
     np.testing.assert_allclose(got[~close], expected[~close], atol=1e-6)
     success = np.asarray(ours.is_success(jnp.asarray(ag, jnp.float32), jnp.asarray(g, jnp.float32)))
     np.testing.assert_array_equal(success[~close], original._is_success(ag, g)[~close])
+
+
+def test_slide_puck_benchmark_refuses_a_bad_run(capsys, tmp_path):
+    """``benchmarks.slide_puck`` checks every ``LABEL:RUN_DIR`` before its first child process: one line, exit 2."""
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from benchmarks import slide_puck
+
+    for bad in (f"sphere:{tmp_path}", str(tmp_path), "cylinder:/no/such/run"):
+        assert slide_puck.main(["--runs", bad, "--out", str(tmp_path / "x.json")]) == 2
+        err = capsys.readouterr().err
+        assert bad in err and "prism or cylinder" in err and err.count("\n") == 1
+    assert not (tmp_path / "x.json").exists()

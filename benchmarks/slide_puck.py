@@ -1,0 +1,162 @@
+"""Slide's puck: the original cylinder (the C engine's) or the 16-sided prism MJX needs. What the prism changes.
+
+    python -m benchmarks.slide_puck --runs prism:RUN_DIR cylinder:RUN_DIR ...
+
+Two parts, every model in a process of its own (``herjax.envs.model.load_model`` is cached per process):
+
+* ``scripted``: the scripted push (``herjax.envs.scripted.push_policy``) from the original FetchSlide-v4's first
+  100 initial states, on herjax's C engine with each puck: the puck's path over 25 steps against the original's
+  (median and 90th percentile of each episode's largest distance) and both success rates
+  (``tests/test_parity.py``'s ``scripted_against_original``).
+* ``replay``: each run's best checkpoint, ``--episodes`` deterministic episodes (``herjax.play``, seed 20000) on
+  the C engine with the prism, with the cylinder, and with no model edit at all (``weld=False``,
+  ``primitive_collisions=False``: only the sensors added), and in the original FetchSlide-v4 (seeds 10000, ...).
+  ``LABEL:RUN_DIR`` names the puck the run trained on.
+* ``speed``: env steps/s of herjax's C engine with each puck (``--speed-envs`` envs, 200 steps of random actions in
+  one jitted scan after a warm-up), the two models alternating over ``--speed-repeats`` processes each; the figure
+  is ``cylinder / prism`` of the medians, since only the ratio means anything on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from benchmarks.machine import describe, in_child, report, save  # noqa: E402
+
+MODELS = {
+    "prism": {"convex_puck": True},
+    "cylinder": {"convex_puck": False},
+    "no_edits": {"convex_puck": False, "weld": False, "primitive_collisions": False},
+}
+DEFAULT_OUT = os.path.join(HERE, "results", "slide_puck_cpu.json")
+
+
+def _use_model(model: str) -> None:
+    """Makes every Fetch env of this process load its model with ``MODELS[model]``."""
+    import functools
+
+    from herjax.envs import model as model_lib
+
+    load = model_lib.load_model.__wrapped__
+    model_lib.load_model = functools.lru_cache(maxsize=None)(
+        lambda task, **kw: load(task, **{**kw, **MODELS[model]}))
+
+
+def child_scripted(model: str) -> None:
+    import numpy as np
+
+    _use_model(model)
+    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+    import test_parity
+
+    ours, theirs, dev = test_parity.scripted_against_original("slide", "mujoco")
+    report({"herjax_success": round(ours, 4), "original_success": round(theirs, 4),
+            "path_deviation_cm_median": round(float(np.median(dev)) * 100, 3),
+            "path_deviation_cm_p90": round(float(np.percentile(dev, 90)) * 100, 3)})
+
+
+def child_replay(model: str, run_dir: str, episodes: int) -> None:
+    from herjax.play import play
+
+    if model == "original":
+        from benchmarks.time_to_success import original_success
+
+        report({"success": original_success("fetch_slide", run_dir, episodes)})
+        return
+    _use_model(model)
+    result = play(run_dir, episodes=episodes, backend="mujoco", seed=20_000, log=None)
+    report({"success": round(result.success_rate, 4), "checkpoint": result.checkpoint})
+
+
+def child_speed(model: str, num_envs: int) -> None:
+    import time
+
+    import jax
+
+    from herjax import envs
+
+    _use_model(model)
+    venv = envs.vec(envs.make("fetch_slide", backend="mujoco"), num_envs)
+    steps = 200
+
+    @jax.jit
+    def run(key):
+        def body(vs, k):
+            return venv.step(vs, jax.random.uniform(k, (num_envs, 4), minval=-1.0, maxval=1.0)), None
+
+        vs = venv.reset(key)
+        vs, _ = jax.lax.scan(body, vs, jax.random.split(key, steps))
+        return vs.env.obs["observation"]
+
+    jax.block_until_ready(run(jax.random.key(0)))
+    start = time.perf_counter()
+    jax.block_until_ready(run(jax.random.key(1)))
+    report({"env_steps_per_s": round(num_envs * steps / (time.perf_counter() - start), 1)})
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", nargs="*", default=[], metavar="LABEL:RUN_DIR",
+                        help="Slide runs to replay, each with the puck it trained on (e.g. cylinder:/tmp/run)")
+    parser.add_argument("--episodes", type=int, default=200)
+    parser.add_argument("--speed-envs", type=int, default=16)
+    parser.add_argument("--speed-repeats", type=int, default=3)
+    parser.add_argument("--out", default=DEFAULT_OUT)
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        kind, model, *rest = args.child
+        if kind == "scripted":
+            child_scripted(model)
+        elif kind == "speed":
+            child_speed(model, int(rest[0]))
+        else:
+            child_replay(model, rest[0], int(rest[1]))
+        return 0
+    runs = []
+    for item in args.runs:
+        label, sep, run_dir = item.partition(":")
+        if label not in ("prism", "cylinder") or not sep or not os.path.isdir(run_dir):
+            print(f"bad value {item!r} for --runs: expected LABEL:RUN_DIR, LABEL prism or cylinder (the puck it "
+                  "trained on) and RUN_DIR an existing run directory", file=sys.stderr)
+            return 2
+        runs.append((label, run_dir))
+    module = "benchmarks.slide_puck"
+    scripted = {}
+    for model in ("cylinder", "prism"):
+        scripted[model] = in_child(module, "--child", "scripted", model)
+        print(f"scripted push, {model}: {scripted[model]}", flush=True)
+    speed = {"prism": [], "cylinder": []}
+    for _ in range(args.speed_repeats):
+        for model in speed:
+            speed[model].append(in_child(module, "--child", "speed", model, str(args.speed_envs))["env_steps_per_s"])
+    median = {model: sorted(v)[len(v) // 2] for model, v in speed.items()}
+    speed_row = {"num_envs": args.speed_envs, "env_steps_per_s": speed,
+                 "cylinder_over_prism": round(median["cylinder"] / median["prism"], 3)}
+    print(f"C engine speed: {speed_row}", flush=True)
+    replays = []
+    for label, run_dir in runs:
+        row = {"trained_on": label, "run_dir": run_dir}
+        for model in (*MODELS, "original"):
+            row[model] = in_child(module, "--child", "replay", model, run_dir, str(args.episodes))["success"]
+        row["original_over_trained_on"] = round(row["original"] / max(row[label], 1e-9), 3) if label in row else None
+        print(f"replay {label} {run_dir}: {row}", flush=True)
+        replays.append(row)
+    save(args.out, {
+        "machine": describe(),
+        "method": __doc__.strip(),
+        "scripted_push_from_original_states": scripted,
+        "c_engine_speed": speed_row,
+        "replay_episodes": args.episodes,
+        "replays": replays,
+    })
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
