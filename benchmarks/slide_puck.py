@@ -12,15 +12,17 @@ Two parts, every model in a process of its own (``herjax.envs.model.load_model``
   the C engine with the prism, with the cylinder, and with no model edit at all (``weld=False``,
   ``primitive_collisions=False``: only the sensors added), and in the original FetchSlide-v4 (seeds 10000, ...).
   ``LABEL:RUN_DIR`` names the puck the run trained on.
-* ``speed``: env steps/s of herjax's C engine with each puck (``--speed-envs`` envs, 200 steps of random actions in
-  one jitted scan after a warm-up), the two models alternating over ``--speed-repeats`` processes each; the figure
-  is ``cylinder / prism`` of the medians, since only the ratio means anything on a shared machine.
+* ``speed``: env steps/s of herjax's C engine with each puck (``benchmarks.env_throughput.measure``: ``--speed-envs``
+  envs, 200 steps of random actions in one jitted scan, the median of 3 calls after a warm-up), the two models
+  alternating over ``--speed-repeats`` processes each; the figure is ``cylinder / prism`` of the medians, since only
+  the ratio means anything on a shared machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -74,29 +76,11 @@ def child_replay(model: str, run_dir: str, episodes: int) -> None:
 
 
 def child_speed(model: str, num_envs: int) -> None:
-    import time
-
-    import jax
-
-    from herjax import envs
+    from benchmarks.env_throughput import measure
 
     _use_model(model)
-    venv = envs.vec(envs.make("fetch_slide", backend="mujoco"), num_envs)
-    steps = 200
-
-    @jax.jit
-    def run(key):
-        def body(vs, k):
-            return venv.step(vs, jax.random.uniform(k, (num_envs, 4), minval=-1.0, maxval=1.0)), None
-
-        vs = venv.reset(key)
-        vs, _ = jax.lax.scan(body, vs, jax.random.split(key, steps))
-        return vs.env.obs["observation"]
-
-    jax.block_until_ready(run(jax.random.key(0)))
-    start = time.perf_counter()
-    jax.block_until_ready(run(jax.random.key(1)))
-    report({"env_steps_per_s": round(num_envs * steps / (time.perf_counter() - start), 1)})
+    rate = measure("slide", "mujoco", num_envs, steps=200, repeats=3)["env_steps_per_s"]
+    report({"env_steps_per_s": round(rate, 1)})
 
 
 def main(argv=None) -> int:
@@ -135,7 +119,7 @@ def main(argv=None) -> int:
     for _ in range(args.speed_repeats):
         for model in speed:
             speed[model].append(in_child(module, "--child", "speed", model, str(args.speed_envs))["env_steps_per_s"])
-    median = {model: sorted(v)[len(v) // 2] for model, v in speed.items()}
+    median = {model: statistics.median(v) for model, v in speed.items()}
     speed_row = {"num_envs": args.speed_envs, "env_steps_per_s": speed,
                  "cylinder_over_prism": round(median["cylinder"] / median["prism"], 3)}
     print(f"C engine speed: {speed_row}", flush=True)
@@ -144,7 +128,7 @@ def main(argv=None) -> int:
         row = {"trained_on": label, "run_dir": run_dir}
         for model in (*MODELS, "original"):
             row[model] = in_child(module, "--child", "replay", model, run_dir, str(args.episodes))["success"]
-        row["original_over_trained_on"] = round(row["original"] / max(row[label], 1e-9), 3) if label in row else None
+        row["original_over_trained_on"] = round(row["original"] / max(row[label], 1e-9), 3)
         print(f"replay {label} {run_dir}: {row}", flush=True)
         replays.append(row)
     save(args.out, {
