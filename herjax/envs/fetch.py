@@ -126,8 +126,8 @@ class FetchEnv:
         spec = model_lib.TASKS[config.task]
         self.task_spec = spec
         # Only MJX needs Slide's puck as a prism; the C engine steps the original cylinder (envs/README.md).
-        mjx = physics_lib.resolve_backend(config.backend) == "mjx"
-        self.model = model_lib.load_model(config.task, convex_puck=mjx)
+        backend = physics_lib.resolve_backend(config.backend)
+        self.model = model_lib.load_model(config.task, convex_puck=backend == "mjx")
         m = self.model.mj_model
         self.has_object = spec.has_object
         self.block_gripper = spec.block_gripper
@@ -141,7 +141,7 @@ class FetchEnv:
         self.episode_length = config.episode_length
         self.physics = physics_lib.make_physics(
             m,
-            config.backend,
+            backend,
             n_substeps=config.n_substeps,
             locked_qpos=self.model.finger_qpos_adr if spec.block_gripper else (),
         )
