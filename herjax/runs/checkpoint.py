@@ -247,12 +247,13 @@ class Checkpointer:
         where = step_dir(self.run_dir, kind, epoch)
         _quiet_failed_io()
         # orbax's writer threads log their failures with a traceback before the save raises; the save's own error
-        # is what is reported (one line for a full disk), so those logs are held back.
+        # is what is reported (one line for a full disk), so those logs are held back until the writers are done
+        # (they may log from ``wait_until_finished``, after ``save`` has returned).
         try:
             with _absl_level(logging.CRITICAL), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 manager.save(epoch, args=args, force=True)
-            manager.wait_until_finished()
+                manager.wait_until_finished()
             if hosts.is_main():
                 _write_checksums(where)
             hosts.barrier(f"herjax checkpoint {kind}/{epoch}")
