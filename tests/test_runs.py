@@ -216,6 +216,22 @@ def test_resume_equals_uninterrupted_run(small_reference, tmp_path):
     assert len(again.history) == SMALL_EPOCHS
 
 
+def test_a_resume_in_the_same_second_keeps_the_runs_tensorboard_events(tmp_path, monkeypatch):
+    """tensorboardX names an event file by the second and the host and truncates it: a resume that starts within
+    the second of the run before it must still write a file of its own (test_resume_equals... once failed so)."""
+    import tensorboardX.event_file_writer as event_file_writer
+    from herjax.runs import logs
+
+    monkeypatch.setattr(event_file_writer.time, "time", lambda: 1_800_000_000.25)
+    first = logs.tensorboard(str(tmp_path), "cfg", None)
+    first.add_scalar("x", 1.0, 1)
+    first.close()
+    (name,) = os.listdir(tmp_path)
+    written = (tmp_path / name).read_bytes()
+    logs.tensorboard(str(tmp_path), "cfg", 2).close()
+    assert len(os.listdir(tmp_path)) == 2 and (tmp_path / name).read_bytes() == written
+
+
 def test_resume_does_not_reapply_the_scale_preset():
     from herjax import config as config_lib
 

@@ -66,7 +66,11 @@ def tensorboard(run_dir: str, config_yaml: str, purge_step: Optional[int]):
         from tensorboardX import SummaryWriter
     except ImportError:
         return None
-    writer = SummaryWriter(run_dir, purge_step=purge_step, flush_secs=30)
+    # tensorboardX names its file by the second and the host only, and opens it with "wb": a resume started
+    # within the same second as the run before it would overwrite that run's events. The suffix counts the
+    # event files already there, so each writer of a run gets a file of its own.
+    earlier = sum(name.startswith("events.out.tfevents") for name in os.listdir(run_dir))
+    writer = SummaryWriter(run_dir, purge_step=purge_step, flush_secs=30, filename_suffix=f".{earlier}")
     if purge_step is None:
         writer.add_text("config", "```\n" + config_yaml + "\n```", 0)
     return writer
