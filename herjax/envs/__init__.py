@@ -35,8 +35,9 @@ _FETCH_BUDGETS = {
 # (2.5x cheaper updates than 3 x 256 on a CPU) and 3-step returns, which more than make up for both; and
 # proportional prioritised replay, which reached 0.9 in 360k-420k env steps where uniform replay took 480k-580k
 # (3 seeds each, one sitting), about 13% less wall-clock despite its ~14% slower steps. PickAndPlace and Slide
-# take Push's recipe (pick_slide_fast_cpu.json). Reach keeps baselines' single worker: it learns in ~2k env steps,
-# faster than a bigger batch compiles.
+# take Push's recipe (pick_slide_fast_cpu.json). TD3, layer-normalised networks, a 3x learning rate, 5-step returns
+# and 32 envs a cycle were each slower on Push (push_recipe_screen_cpu.json). Reach keeps baselines' single worker:
+# it learns in ~2k env steps, faster than a bigger batch compiles.
 _FAST_CPU = {"num_envs": 16, "n_cycles": 25, "n_test_episodes": 100, "{section}.batch_size": 1024,
              "{section}.hidden": [128, 128, 128], "{section}.n_step": 3, "replay.prioritized": True}
 _FETCH_RECIPES = {"reach": {}, "push": {"cpu": _FAST_CPU}, "pick_and_place": {"cpu": _FAST_CPU},
