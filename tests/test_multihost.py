@@ -207,6 +207,23 @@ def test_bad_distributed_key_is_one_line_and_exit_2(args, words, capsys, tmp_pat
     assert not os.path.exists(tmp_path / "run")
 
 
+def test_unreachable_coordinator_is_one_line_and_exit_2(tmp_path):
+    """Process 1 given an address where no coordinator ever answers: one line naming it once
+    ``$HERJAX_DISTRIBUTED_TIMEOUT_S`` runs out, exit status 2 (XLA alone aborts with a stack trace, status 134)."""
+    env = subprocess_env(1)
+    env["HERJAX_DISTRIBUTED_TIMEOUT_S"] = "2"
+    address = f"127.0.0.1:{free_port()}"
+    proc = subprocess.run([sys.executable, "-m", "herjax.train", "distributed=true", f"coordinator_address={address}",
+                           "num_processes=2", "process_id=1", "num_devices=2", "num_envs=2",
+                           f"run_dir={tmp_path / 'run'}"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and proc.stdout == "" and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"bad value '{address}' for coordinator_address" in lines[0], lines
+    assert "within 2 s" in lines[0] and "HERJAX_DISTRIBUTED_TIMEOUT_S" in lines[0], lines
+    assert not os.path.exists(tmp_path / "run")
+
+
 def test_no_coordinator_is_one_line_and_exit_2(tmp_path):
     """``distributed=true`` outside Slurm or Open MPI and without an address: one line from the command line."""
     env = {k: v for k, v in subprocess_env(1).items()

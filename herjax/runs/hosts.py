@@ -12,7 +12,9 @@ and reads every checkpoint on resume. The host decisions that must agree (the ru
 process 0's or taken over every process, so that no process is left waiting in a collective.
 
 ``HERJAX_DISTRIBUTED_TIMEOUT_S`` (default 300) bounds how long a process waits for the others to join, and for a
-process that stopped answering; then XLA aborts the process (its own error, not one line).
+process that stopped answering; then XLA aborts the process (its own error, not one line). A process other than 0
+given ``coordinator_address`` first waits that long for the coordinator to accept a connection, and stops with one
+line if none does.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ def initialize(cfg: Any) -> None:
         raise ConfigError("distributed=true must join the other processes before this process computes anything "
                           "with JAX: start a new Python process for the run")
     timeout = timeout_s()
+    if cfg.coordinator_address is not None and cfg.process_id:
+        _wait_for_coordinator(cfg.coordinator_address, timeout)
     try:
         jax.distributed.initialize(
             coordinator_address=cfg.coordinator_address, num_processes=cfg.num_processes, process_id=cfg.process_id,
@@ -62,6 +66,30 @@ def initialize(cfg: Any) -> None:
             f"distributed=true found no run to join ({_one_line(e)}): run under srun (Slurm) or mpirun (Open MPI), "
             "or give coordinator_address=HOST:PORT num_processes=N process_id=I"
         ) from None
+
+
+def _wait_for_coordinator(address: str, timeout: int) -> None:
+    """Waits until something accepts a connection at ``address`` (``HOST:PORT``, process 0's coordinator), for up to
+    ``timeout`` seconds. XLA itself, finding no coordinator, aborts the process with a stack trace (exit status 134);
+    this says so in one line instead (``ConfigError``). Only a process other than 0 asks: process 0 is the
+    coordinator."""
+    import socket
+    import time
+
+    host, _, port = address.rpartition(":")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=min(5.0, timeout)):
+                return
+        except OSError as e:
+            if time.monotonic() >= deadline:
+                raise ConfigError(
+                    f"bad value {address!r} for coordinator_address: no coordinator answered there within {timeout} s "
+                    f"({_one_line(e)}); process 0 runs it, so start process 0 with the same address, or wait longer "
+                    f"with ${TIMEOUT_ENV}"
+                ) from None
+        time.sleep(0.5)
 
 
 def _one_line(error: BaseException) -> str:
