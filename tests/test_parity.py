@@ -7,7 +7,6 @@ the same functions marked ``slow`` (each MJX model compiles for about a minute o
 """
 
 import functools
-import os
 import subprocess
 import sys
 
@@ -202,9 +201,6 @@ def test_compute_reward_equals_original(name):
 
 def test_slide_puck_benchmark_refuses_a_bad_run(capsys, tmp_path):
     """``benchmarks.slide_puck`` checks every ``LABEL:RUN_DIR`` before its first child process: one line, exit 2."""
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if repo not in sys.path:  # ``benchmarks`` is imported as ``python -m`` from the repository would find it
-        sys.path.insert(0, repo)
     from benchmarks import slide_puck
 
     for bad in (f"sphere:{tmp_path}", str(tmp_path), "cylinder:/no/such/run"):

@@ -218,7 +218,8 @@ def test_resume_equals_uninterrupted_run(small_reference, tmp_path):
 
 def test_a_resume_in_the_same_second_keeps_the_runs_tensorboard_events(tmp_path, monkeypatch):
     """tensorboardX names an event file by the second and the host and truncates it: a resume that starts within
-    the second of the run before it must still write a file of its own (test_resume_equals... once failed so)."""
+    the second of the run before it must still write a file of its own (the likely cause of one failure of
+    test_resume_equals_uninterrupted_run, which counts 2 event files)."""
     import tensorboardX.event_file_writer as event_file_writer
     from herjax.runs import logs
 
