@@ -195,6 +195,30 @@ def test_nan_physics_in_auto_resetting_envs_ends_the_episode_at_its_last_finite_
 
 
 
+def test_a_state_that_c_mujocos_own_guard_resets_is_reset_and_counted_like_a_nan_one():
+    """C MuJoCo resets a blown-up ``mjData`` to ``qpos0`` inside its step and goes on, which hands back a finite
+    state. The C engine hands it back as NaN instead, so the rollouts reset it to a fresh Fetch reset and count it,
+    as on MJX; the other envs of the batch step as before."""
+    import jax
+    import jax.numpy as jnp
+
+    from herjax import envs
+
+    venv = envs.vec(envs.make("fetch_reach", backend="mujoco"), 3)
+    state = venv.reset(jax.random.key(0))
+    huge = state.env.physics.qvel.at[1, 0].set(1e12)  # past MuJoCo's mjMAXVAL: mj_step warns and resets env 1
+    blown = state.replace(env=state.env.replace(physics=state.env.physics._replace(qvel=huge)))
+    action = jnp.zeros((3, 4))
+    step = jax.jit(venv.step)
+    after, clean = step(blown, action), step(state, action)
+    assert np.asarray(after.nonfinite).tolist() == [False, True, False]
+    assert np.asarray(after.truncated).tolist() == [False, True, False] and int(after.t[1]) == 0
+    assert _all_finite(after.env) and not np.asarray(clean.nonfinite).any()
+    for k in (0, 2):  # the others are untouched by their neighbour's fault
+        np.testing.assert_array_equal(np.asarray(after.env.obs["observation"][k]),
+                                      np.asarray(clean.env.obs["observation"][k]))
+
+
 SMALL_DDPG = ["n_cycles=2", "ddpg.n_batches=2", "ddpg.batch_size=32", "ddpg.hidden=[16]", "ddpg.buffer_size=5000",
               "n_test_episodes=2", "save_every=1"]
 

@@ -167,6 +167,19 @@ def _host_state(qpos, qvel, warm, sensordata) -> dict:
             "qacc_warmstart": np.array(warm, np.float64), "sensordata": sensordata}
 
 
+def _guard_reset(time: np.ndarray, timestep: float) -> np.ndarray:
+    """``[n]`` bool: which envs MuJoCo's own guard reset during a rollout, from the times ``[n, nstep]`` after each
+    substep of a rollout started at time 0.
+
+    ``mj_step`` checks positions, velocities and accelerations, and where one is non-finite or huge it warns and
+    resets ``mjData`` to the model's ``qpos0`` (time 0), and the step goes on from there. That state is finite, so
+    ``wrappers.finite`` would let it through; its time, which went back, gives it away. The C engine hands such an
+    env back as NaN, so that the rollouts reset it to a fresh Fetch reset and count it, as on MJX.
+    """
+    expected = timestep * np.arange(1, time.shape[1] + 1)
+    return np.any(np.abs(time - expected) > timestep / 2, axis=1)
+
+
 def _locked_sensor_adr(m: mujoco.MjModel, locked: np.ndarray) -> np.ndarray | None:
     """``sensordata`` addresses of the ``jointpos`` sensors of locked qpos entries, or None where a sensor's value
     could depend on the lock some other way (then ``_CEngine.step`` takes its sensors in a forward pass after it).
@@ -299,10 +312,15 @@ class _CEngine:
             qpos1[:, self.locked] = 0.0
         if not fused:
             # rollout does not return the last substep's warm start; the incoming one is the nearest we have.
-            return self.forward(qpos1, qvel1, ctrl, mocap_pos, mocap_quat, warm)
-        sensors = sensordata[:, -1].copy()
-        sensors[:, self.locked_sensors] = 0.0
-        return _host_state(qpos1, qvel1, warm, sensors)
+            out = self.forward(qpos1, qvel1, ctrl, mocap_pos, mocap_quat, warm)
+        else:
+            sensors = sensordata[:, -1].copy()
+            sensors[:, self.locked_sensors] = 0.0
+            out = _host_state(qpos1, qvel1, warm, sensors)
+        guarded = _guard_reset(state[:, :, 0], self.m.opt.timestep)
+        for k in ("qpos", "qvel", "sensordata"):
+            out[k][guarded] = np.nan
+        return out
 
 
 def _make_mujoco(m: mujoco.MjModel, n_substeps: int, locked_qpos: tuple[int, ...]) -> Physics:
