@@ -178,7 +178,8 @@ def test_actor_steps_only_every_policy_delay_updates(agent, update, fed_state):
         assert trees_equal(new.actor.target, state.actor.target)
         assert trees_equal(new.critic.target, state.critic.target)
         state = new
-    assert actor_steps == [i % DELAY == 0 for i in range(7)]  # steps 0, 3, 6
+    # As Fujimoto's code and SB3 count updates (from 1): the actor steps at updates 3 and 6, not at the first.
+    assert actor_steps == [(i + 1) % DELAY == 0 for i in range(7)]  # calls 2 and 5 (from 0)
 
 
 def test_jitted_update_matches_standalone_losses(agent, update, fed_state):
@@ -242,7 +243,9 @@ def test_greedy_is_deterministic_and_act_is_bounded(agent, initial_state):
 
 
 def test_end_of_cycle_moves_actor_and_both_critics(agent, update, fed_state):
-    state, _ = update(fed_state, random_transitions(jax.random.key(1), 64), jax.random.key(2))
+    state = fed_state
+    for i in range(DELAY):  # the actor's first step is at update DELAY
+        state, _ = update(state, random_transitions(jax.random.key(2 * i + 1), 64), jax.random.key(2 * i + 2))
     moved = jax.jit(agent.end_of_cycle)(state)
     for before, after in ((state.actor, moved.actor), (state.critic, moved.critic)):
         jax.tree.map(lambda t, o, got: np.testing.assert_allclose(got, 0.95 * t + 0.05 * o, rtol=1e-6, atol=1e-7),

@@ -67,7 +67,7 @@ def update_step(
     huber: bool = False,
     bc: Optional[BCConfig] = None,
 ) -> tuple[TD3State, dict[str, jax.Array]]:
-    """One step of both critics, and one of the actor when ``state.step % policy_delay == 0``.
+    """One step of both critics, and one of the actor when ``(state.step + 1) % policy_delay == 0``.
 
     As in Fujimoto's reference code and SB3, the critics step first and the actor's gradient is taken at the
     updated first critic. That gradient is computed on every call and its step kept or dropped by a select, so
@@ -85,7 +85,7 @@ def update_step(
         critic_apply: ``(params, obs, goal, action) -> [2, N]``.
         actor_optimizer: optimiser of the online actor.
         critic_optimizer: optimiser of the online critics.
-        policy_delay: the actor steps when ``state.step`` is a multiple of it.
+        policy_delay: the actor steps when ``state.step + 1`` (this update's count) is a multiple of it.
         gamma: discount.
         clip_return: magnitude of the lower target clip.
         action_l2: actor action penalty.
@@ -123,7 +123,7 @@ def update_step(
         critic_apply=first_critic(critic_apply), action_l2=action_l2, max_u=max_u,
     )
     stepped = optim.apply(actor_optimizer, state.actor.online, pmean(actor_grads, axis_name), state.actor_opt_state)
-    actor_turn = state.step % policy_delay == 0
+    actor_turn = (state.step + 1) % policy_delay == 0  # as Fujimoto's code and SB3 count: the first at update policy_delay
     actor_params, actor_opt_state = jax.tree.map(
         lambda new, old: jnp.where(actor_turn, new, old), stepped, (state.actor.online, state.actor_opt_state)
     )

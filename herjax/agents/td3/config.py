@@ -24,7 +24,8 @@ class TD3Config(DDPGConfig):
     Gaussian 0.1 only), and HER ``future`` relabelling with ``replay_k`` 4 (also SB3 HER's ``n_sampled_goal``).
 
     Attributes:
-        policy_delay: the actor takes a step on every ``policy_delay``-th update (the first included).
+        policy_delay: the actor takes a step on every ``policy_delay``-th update (the first at update
+            ``policy_delay``, as Fujimoto's code and SB3 count).
         target_noise: std of the Gaussian noise added to the target action, in units of ``max_u``.
         target_noise_clip: that noise is clipped to ``±target_noise_clip * max_u``.
     """
