@@ -127,6 +127,8 @@ def test_bad_input_anywhere_in_a_grid_is_one_line_and_creates_nothing(args, word
     (["resume=runs/x"], ["resume="]),
     (["seed"], ["key=value"]),
     (["hydra.job.chdir=true,false"], ["cannot be swept"]),
+    (["distributed=true", "num_processes=2", "process_id=0,1", "coordinator_address=localhost:1", "num_devices=2"],
+     ["bad sweep over process_id", "one value in a grid"]),
 ])
 def test_malformed_grids_are_one_line(args, words):
     with pytest.raises(ConfigError) as err:

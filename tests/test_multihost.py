@@ -185,6 +185,34 @@ def test_only_process_0_writes_the_run_directory(runs):
     assert "distributed: false" in text and "process_id: null" in text and "num_devices: 2" in text
 
 
+def test_a_distributed_grid_without_run_dir_shares_process_0s_root(tmp_path):
+    """The same grid started on two processes, process 1 two seconds later (a later timestamp): both run both jobs in
+    process 0's default root, and only process 0 prints the grid's lines. Before the processes joined ahead of the
+    root, process 1 made a second, empty root and announced the grid there."""
+    port, env = free_port(), subprocess_env(1)
+    keys = ["distributed=true", f"coordinator_address=localhost:{port}", "num_processes=2"]
+    procs = []
+    for i in (0, 1):
+        procs.append(subprocess.Popen([sys.executable, "-m", "herjax.train", "-m", "seed=0,1", *SMALL,
+                                       "total_env_steps=200", *keys, f"process_id={i}"], cwd=tmp_path, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        time.sleep(2.0 if i == 0 else 0.0)
+    try:
+        outs = [proc.communicate(timeout=400) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+    assert [proc.returncode for proc in procs] == [0, 0], [err[-3000:] for _, err in outs]
+    roots = os.listdir(tmp_path / "runs" / "grid")
+    assert len(roots) == 1, roots
+    root = tmp_path / "runs" / "grid" / roots[0]
+    for seed in (0, 1):
+        assert [int(r["env_steps"]) for r in progress_rows(str(root / f"seed={seed}"))] == [200]
+    assert "herjax.train: grid done: 2 jobs in" in outs[0][0] and "herjax.train" not in outs[1][0], outs[1][0]
+
+
 BAD_DISTRIBUTED_ARGS = [
     (["distributed=true", "num_processes=2", "process_id=2"], ["process_id", "2", "num_processes=2"]),
     (["coordinator_address=localhost:1234"], ["coordinator_address", "distributed=true"]),

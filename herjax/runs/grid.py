@@ -23,6 +23,10 @@ reused by the next job that computes the same thing, e.g. another seed) or any l
 ``hydra/launcher=submitit_slurm`` (one Slurm array job per grid, ``hydra.launcher.*`` are its sbatch settings) or
 ``hydra/launcher=submitit_local`` (subprocesses, all at once). The grid ends with one summary line: how many jobs
 ran, where, and how many failed; the exit status is 0, 1 when a job failed, 130 / 143 when a signal stopped it.
+
+With ``distributed=true`` on the basic launcher, every process runs the same grid: the processes join once, before
+the root is chosen, so that they share process 0's default root, and each job is one run over all of them; only
+process 0 prints the grid's lines.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from herjax import config as config_lib
 from herjax import train as train_lib
 from herjax.config import ConfigError
 from herjax.runs import checkpoint as ckpt_lib
+from herjax.runs import hosts
 from herjax.runs import init_from as init_from_lib
 from herjax.runs.checkpoint import CheckpointError, DiskFullError
 from herjax.runs.console import EXIT_CODES, Interrupted
@@ -118,7 +123,7 @@ class Announce(Callback):
     """Prints the grid's first line once Hydra has composed its config (a bad Hydra setting fails before it)."""
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
-        if _PROCESS.announce:
+        if _PROCESS.announce and hosts.is_main():
             print(_PROCESS.announce, flush=True)
 
 
@@ -179,7 +184,8 @@ def _check_root(root: str) -> None:
 
 def plan(argv: Sequence[str]) -> Grid:
     """Parses a grid's command line (without ``-m``) and validates every job with ``herjax.config.load`` (and an
-    ``init_from`` source with ``herjax.runs.init_from.check_source``). Creates nothing.
+    ``init_from`` source with ``herjax.runs.init_from.check_source``). Creates nothing. A grid of
+    ``distributed=true`` jobs on the basic launcher joins its processes here, once it is valid (``_join``).
 
     Raises:
         ConfigError: one line naming the bad key, value or sweep (and, in a grid of several jobs, the job).
@@ -226,21 +232,24 @@ def plan(argv: Sequence[str]) -> Grid:
     except HydraException as e:
         raise ConfigError(f"bad sweep: {_one_line(e)}; herjax grids take {SWEEP_SYNTAX}") from None
     jobs = [herjax_args(lines) for lines in job_lines]
+    cfgs = []
     for i, job in enumerate(jobs):
         try:
-            cfg = config_lib.load(job)
-            if cfg.init_from is not None:
-                init_from_lib.check_source(cfg)
+            cfgs.append(config_lib.load(job))
+            if cfgs[-1].init_from is not None:
+                init_from_lib.check_source(cfgs[-1])
         except (ConfigError, CheckpointError) as e:
             where = f" (in grid job {i + 1} of {len(jobs)}: {' '.join(job)})" if len(jobs) > 1 else ""
             raise ConfigError(f"{e}{where}") from None
+    joined = _join(cfgs, launcher)
 
     last = {o.key_or_group: o for o in task}  # a key given twice: the last wins, as in Hydra's sweeper
     varied = [k for k, o in last.items() if o.is_sweep_override()]
     fixed = [k for k in last if k not in varied]
     hydra_args = [o.input_line for o in hydra_overrides]
     if not any(o.key_or_group == "hydra.sweep.dir" for o in hydra_overrides):
-        root = root if root is not None else _fresh_root()
+        if root is None:  # the processes of a distributed grid take process 0's timestamp
+            root = hosts.from_main(_fresh_root, (ConfigError,)) if joined else _fresh_root()
         _check_root(root)
         # Absolute: a launcher's jobs may start in another working directory.
         hydra_args.append(f"hydra.sweep.dir={_quoted(os.path.abspath(root))}")
@@ -248,6 +257,27 @@ def plan(argv: Sequence[str]) -> Grid:
         hydra_args.append(f"hydra.job.config.override_dirname.exclude_keys=[{','.join(fixed)}]")
     hydra_args += [o.input_line for o in task]
     return Grid(jobs=jobs, hydra_args=hydra_args, root=root, varied=varied, launcher=launcher, argv=list(argv))
+
+
+LAUNCH_KEYS = ("distributed", "coordinator_address", "num_processes", "process_id")
+
+
+def _join(cfgs: Sequence[Any], launcher: str) -> bool:
+    """Joins the processes of a grid of ``distributed=true`` jobs on the basic launcher (each process runs every job,
+    in order, over all of them); returns whether it did. Joined before the grid's root is chosen, so that every
+    process takes process 0's default root, and only process 0 prints the grid's own lines, as in a run. Other
+    launchers start each job's processes themselves (e.g. ``srun`` inside a submitit job).
+
+    Raises ``ConfigError`` when the jobs differ in a launch key (the processes join once, for the whole grid) or when
+    no run is found to join (``hosts.initialize``)."""
+    if launcher != "basic" or not any(cfg.distributed for cfg in cfgs):
+        return False
+    swept = [key for key in LAUNCH_KEYS if len({getattr(cfg, key) for cfg in cfgs}) > 1]
+    if swept:
+        raise ConfigError(f"bad sweep over {', '.join(swept)}: the processes of a grid join once, for all its jobs, so "
+                          f"the launch keys ({', '.join(LAUNCH_KEYS)}) take one value in a grid")
+    hosts.initialize(cfgs[0])
+    return True
 
 
 def dirname(override_dirname: str) -> str:
@@ -300,7 +330,9 @@ def run_job(task_cfg: Any) -> JobResult:
         return JobResult(overrides, run_dir, "skipped", _PROCESS.stopped_by)
     number = int(hydra_cfg.job.num) + 1
     of = f" of {_PROCESS.total}" if _PROCESS.total else ""
-    print(f"herjax.train: grid job {number}{of}: {hydra_cfg.job.override_dirname or '(no swept keys)'}", flush=True)
+    if hosts.is_main():
+        print(f"herjax.train: grid job {number}{of}: {hydra_cfg.job.override_dirname or '(no swept keys)'}",
+              flush=True)
     try:
         if _holds_a_run(run_dir):
             try:
@@ -399,5 +431,6 @@ def main(argv: Sequence[str]) -> int:
         if r.status in what:
             print(f"herjax.train: grid job {_shown(r.run_dir)} {what[r.status]}", file=sys.stderr)
     text, code = summary(grid, results)
-    print(text, flush=True)
+    if hosts.is_main():
+        print(text, flush=True)
     return code
