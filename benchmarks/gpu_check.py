@@ -15,7 +15,7 @@ On a CPU, as a smoke test of the script itself (tiny sizes and budgets, the C en
 
 Steps, each recorded as it ends (a step that fails is recorded with its error and the next one runs):
 
-1. **Dependencies.** If ``mujoco`` or ``mujoco.mjx`` cannot be imported and ``--wheels`` names a folder, its wheels
+1. **Dependencies.** If a module of ``NEEDED`` cannot be imported and ``--wheels`` names a folder, its wheels
    are installed into ``/tmp/herjax-site`` (``pip --no-index --no-deps --target``) and the script starts again
    with that folder on ``PYTHONPATH``.
 2. **Throughput.** MJX FetchPush env steps/s (random actions, 20 substeps each) at 1,024, 4,096 and 16,384 envs.
@@ -52,17 +52,29 @@ TINY_RECIPE = ["backend=mujoco", "num_envs=2", "n_cycles=2", "ddpg.n_batches=2",
 TASKS = (("fetch_push", 0.9), ("fetch_pick_and_place", 0.9), ("fetch_slide", 0.7))
 
 
-def _missing_physics() -> bool:
-    return importlib.util.find_spec("mujoco") is None or importlib.util.find_spec("mujoco.mjx") is None
+# What the check imports beyond the device image's own packages (jax, flax, optax, chex, orbax, numpy, ...): the
+# modules of the wheels ``gpu_wheels.sh`` fetches (tests/test_gpu_check.py keeps the two lists in step).
+NEEDED = ("mujoco", "mujoco.mjx", "flashbax", "gymnasium_robotics", "omegaconf", "tensorboardX")
+
+
+def _missing() -> list[str]:
+    def found(name: str) -> bool:
+        try:
+            return importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:  # a submodule of a missing package
+            return False
+
+    return [name for name in NEEDED if not found(name)]
 
 
 def ensure_dependencies(wheels: str | None) -> None:
-    """Installs the carried wheels and restarts, if mujoco or MJX is missing (step 1)."""
-    if not _missing_physics() or os.environ.get("HERJAX_GPU_CHECK_INSTALLED") == "1":
+    """Installs the carried wheels and restarts, if a module the check needs is missing (step 1)."""
+    missing = _missing()
+    if not missing or os.environ.get("HERJAX_GPU_CHECK_INSTALLED") == "1":
         return
     if not wheels or not os.path.isdir(wheels):
-        raise SystemExit(f"gpu_check: mujoco or mujoco.mjx is missing and no wheel folder was given (--wheels; "
-                         f"{wheels!r} is not a folder)")
+        raise SystemExit(f"gpu_check: {', '.join(missing)} missing and no wheel folder was given (--wheels; "
+                         f"{wheels!r} is not a folder): fetch them with bash benchmarks/gpu_wheels.sh")
     found = sorted(os.path.join(wheels, name) for name in os.listdir(wheels) if name.endswith(".whl"))
     print(f"gpu_check: installing {len(found)} wheels from {wheels} into {SITE}", flush=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
