@@ -114,14 +114,27 @@ def test_vec_rejects_zero_envs():
         envs.vec(E.get_env("reach", "mujoco"), 0)
 
 
-def test_xla_flag_applied_on_import():
+def test_xla_flag_applied_on_import_where_jaxlib_takes_it():
+    from herjax import _xla
+
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "HERJAX_NO_XLA_FLAG")}
-    code = "import herjax, os; print(os.environ.get('XLA_FLAGS'))"
+    code = "import herjax, os, jax; jax.numpy.ones(1).block_until_ready(); print(os.environ.get('XLA_FLAGS'))"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "--xla_cpu_use_fusion_emitters=false"
+    known = _xla.flag_known(_xla.jaxlib_version())
+    assert out.stdout.strip() == ("--xla_cpu_use_fusion_emitters=false" if known else "None")
     env["HERJAX_NO_XLA_FLAG"] = "1"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "None"
+
+
+def test_xla_flag_only_for_the_jaxlib_versions_that_know_it():
+    """XLA aborts the process on a flag it does not know (jaxlib 0.11.2 and 0.12.1 abort on this one), so
+    ``import herjax`` on a newer jaxlib must leave ``XLA_FLAGS`` alone."""
+    from herjax import _xla
+
+    known = {v: _xla.flag_known(v) for v in [(0, 6, 2), (0, 7, 0), (0, 7, 1), (0, 10, 2), (0, 11, 0), (0, 11, 2),
+                                             (0, 12, 1), (1, 0, 0), None]}
+    assert [v for v, k in known.items() if k] == [(0, 7, 1), (0, 10, 2)]
 
 
 @pytest.mark.parametrize("task", ["push", "pick_and_place"])
