@@ -136,7 +136,7 @@ def nan_envs(seeds: list[int], workdir: str) -> dict:
 
     from herjax import config, envs, loops
     from herjax.envs.faults import NanEvery
-    from herjax.train import train
+    from herjax.train import reached, train
 
     def finite(tree):
         return all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(tree)
@@ -158,7 +158,7 @@ def nan_envs(seeds: list[int], workdir: str) -> dict:
         })
     return {"wrapper": "NanEvery(every=10, fraction=0.5)", "runs": runs,
             "nan_envs_injected": sum(r["injected"] for r in runs), "poisoned_runs": sum(r["poisoned"] for r in runs),
-            "runs_reaching_0.9": sum(r["test_success"] >= 0.9 for r in runs)}
+            "runs_reaching_0.9": sum(reached(r["test_success"], 0.9) for r in runs)}
 
 
 def main(argv=None) -> int:

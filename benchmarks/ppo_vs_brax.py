@@ -49,7 +49,7 @@ from herjax import config, envs, loops  # noqa: E402
 from herjax.agents.ppo import PPOConfig  # noqa: E402
 from herjax.config import TrainConfig  # noqa: E402
 from herjax.rollout import collect_episodes  # noqa: E402
-from herjax.train import train  # noqa: E402
+from herjax.train import reached, train  # noqa: E402
 
 DEFAULT_OUT = os.path.join(HERE, "results", "ppo_vs_brax_cpu.json")
 N_TEST = 50
@@ -224,7 +224,7 @@ def _aligned(budget: int, eval_every: int) -> int:
 
 
 def _summary(curve: list, threshold, total_s: float, sps, extra: dict) -> dict:
-    hit = next((c for c in curve if threshold is not None and c[2] >= threshold), None)
+    hit = next((c for c in curve if threshold is not None and reached(c[2], threshold)), None)
     best = max(curve, key=lambda c: c[2])
     return {
         "reached": hit is not None if threshold is not None else None,
