@@ -30,26 +30,20 @@ AXES = ("x", "y")
 
 def block_paths(policy, episodes: int, shift: float = 0.0, axis: int = 0) -> np.ndarray:
     """``[episodes, STEPS + 1, 3]``: the original's block position at reset and after each scripted step, the block
-    started ``shift`` metres along ``axis`` from where the reset put it."""
+    started ``shift`` metres along ``axis`` from where the reset put it (``reference.rollout_original``'s episodes,
+    as the parity test plays them)."""
     import reference as R
 
-    env = R.make_original("push")
-    unwrapped = env.unwrapped
-    adr = unwrapped.model.jnt_qposadr[unwrapped.model.joint("object0:joint").id]
-    out = np.zeros((episodes, STEPS + 1, 3))
-    for i in range(episodes):
-        obs, _ = env.reset(seed=i)
-        if shift:
-            state = R.original_state(unwrapped)
-            state["qpos"][adr + axis] += shift
-            R.set_original_state(unwrapped, state)
-            obs = unwrapped._get_obs()
-        out[i, 0] = obs["observation"][3:6]
-        for t in range(STEPS):
-            obs, *_ = env.step(np.asarray(policy(obs), np.float32).reshape(4))
-            out[i, t + 1] = obs["observation"][3:6]
-    env.close()
-    return out
+    def shifted(env):
+        unwrapped = env.unwrapped
+        state = R.original_state(unwrapped)
+        state["qpos"][unwrapped.model.jnt_qposadr[unwrapped.model.joint("object0:joint").id] + axis] += shift
+        R.set_original_state(unwrapped, state)
+        return unwrapped._get_obs()
+
+    out = R.rollout_original("push", policy, episodes, seed=0, record_paths=True,
+                             after_reset=shifted if shift else None)
+    return out["object_path"][:, : STEPS + 1]
 
 
 def measure(episodes: int, shifts: list[float]) -> list[dict]:

@@ -95,7 +95,7 @@ Episode length
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Dict
+from typing import Any, Callable, Dict, Optional
 
 import mujoco
 import numpy as np
@@ -399,11 +399,14 @@ def rollout_original(
     seed: int,
     record_paths: bool = False,
     reward_type: str = "sparse",
+    after_reset: Optional[Callable[[Any], Dict[str, np.ndarray]]] = None,
 ) -> Dict[str, np.ndarray]:
     """Run ``n_episodes`` full 50-step episodes of the original env.
 
     Episode ``i`` starts from ``env.reset(seed=seed + i)``, so every episode
-    is reproducible on its own.  ``policy(obs) -> action`` gets the goal-env
+    is reproducible on its own; ``after_reset(env)``, if given, then edits the
+    reset state and returns the observation the episode starts from (e.g. a
+    perturbed start: ``benchmarks/push_path_floor.py``).  ``policy(obs) -> action`` gets the goal-env
     observation dict of numpy arrays and may return anything ``np.asarray``
     accepts (e.g. a jax array); a jitted jnp policy is much faster than an
     eager one.
@@ -429,6 +432,8 @@ def rollout_original(
     obj = np.zeros((n_episodes, EPISODE_STEPS + 1, 3))
     for i in range(n_episodes):
         obs, _ = env.reset(seed=seed + i)
+        if after_reset is not None:
+            obs = after_reset(env)
         goals[i] = obs["desired_goal"]
         grip[i, 0] = obs["observation"][0:3]
         if has_object:
