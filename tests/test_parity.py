@@ -131,7 +131,7 @@ def test_scripted_success_matches_original(task, backend):
 
     For Push, the object's path over the first 25 steps stays within 1 cm of the original's. So does Slide's puck
     on the C engine, which keeps the original cylinder (0.22 cm measured; MJX's 16-sided prism, stepped in C
-    MuJoCo, 2.1 cm: ``benchmarks/slide_puck.py``).
+    MuJoCo, 2.1 cm, mostly from its contact with the gripper; on MJX itself 3.2 cm: ``benchmarks/slide_puck.py``).
     """
     if task == "slide":
         env = E.get_env(task, backend)
@@ -208,3 +208,40 @@ def test_slide_puck_benchmark_refuses_a_bad_run(capsys, tmp_path):
         err = capsys.readouterr().err
         assert bad in err and "prism or cylinder" in err and err.count("\n") == 1
     assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.parametrize("table_shape, gripper_shape", [("cylinder", "prism"), ("prism", "cylinder")])
+def test_slide_puck_split_touches_the_table_and_the_gripper_each_with_its_own_geom(table_shape, gripper_shape):
+    """``benchmarks.slide_puck --contacts``' split puck: its table side alone touches the table, its gripper side
+    alone the gripper's boxes, each with the shape asked for; the original geom touches nothing."""
+    from benchmarks import slide_puck
+    from herjax.envs import model as model_lib
+
+    spec = mujoco.MjSpec.from_file(model_lib.original_xml_path("slide"))
+    original = mujoco.MjModel.from_xml_path(model_lib.original_xml_path("slide"))
+    model_lib._primitive_collisions(spec)
+    slide_puck._split_puck(table_shape, gripper_shape)(spec, original)
+    m = spec.compile()
+    kind = {"cylinder": mujoco.mjtGeom.mjGEOM_CYLINDER, "prism": mujoco.mjtGeom.mjGEOM_MESH}
+    assert m.geom("object0:table_side").type[0] == kind[table_shape]
+    assert m.geom("object0:gripper_side").type[0] == kind[gripper_shape]
+    assert m.geom("object0").contype[0] == m.geom("object0").conaffinity[0] == 0
+
+    def touches(a, b):
+        return bool(m.geom(a).contype[0] & m.geom(b).conaffinity[0] or m.geom(b).contype[0] & m.geom(a).conaffinity[0])
+
+    for side, other in (("object0:table_side", "object0:gripper_side"), ("object0:gripper_side", "object0:table_side")):
+        mine = slide_puck._TABLE_GEOMS if side.endswith("table_side") else slide_puck._GRIPPER_GEOMS
+        theirs = slide_puck._GRIPPER_GEOMS if side.endswith("table_side") else slide_puck._TABLE_GEOMS
+        assert all(touches(side, g) for g in mine) and not any(touches(side, g) for g in theirs)
+        assert not touches(side, other)
+    assert touches("table0", "robot0:r_gripper_finger_link")  # the gripper still meets the table
+    # The puck set 0.1 mm into the table top (z 0.4) at the original's start: its contacts with the table all come
+    # from its table side.
+    d = mujoco.MjData(m)
+    adr = m.joint("object0:joint").qposadr[0]
+    d.qpos[adr:adr + 3] = [1.7, 1.1, 0.4 + original.geom("object0").size[1] - 1e-4]
+    mujoco.mj_forward(m, d)
+    table, sides = m.geom("table0").id, {m.geom("object0:table_side").id, m.geom("object0:gripper_side").id}
+    puck_table = [c for c in d.contact[:d.ncon] if {c.geom1, c.geom2} & sides and table in (c.geom1, c.geom2)]
+    assert puck_table and all(m.geom("object0:table_side").id in (c.geom1, c.geom2) for c in puck_table)
