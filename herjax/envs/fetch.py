@@ -125,9 +125,11 @@ class FetchEnv:
         self.config = config
         spec = model_lib.TASKS[config.task]
         self.task_spec = spec
-        # Only MJX needs Slide's puck as a prism; the C engine steps the original cylinder (envs/README.md).
+        # Both engines step Slide's original cylinder puck: MJX with herjax's cylinder-box test (envs/README.md);
+        # the prism stays for MJX without herjax's contacts (physics.MJX_C_CONTACTS off, as benchmarks compare).
         backend = physics_lib.resolve_backend(config.backend)
-        self.model = model_lib.load_model(config.task, convex_puck=backend == "mjx")
+        self.model = model_lib.load_model(config.task,
+                                          convex_puck=backend == "mjx" and not physics_lib.MJX_C_CONTACTS)
         m = self.model.mj_model
         self.has_object = spec.has_object
         self.block_gripper = spec.block_gripper

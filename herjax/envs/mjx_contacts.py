@@ -22,9 +22,12 @@ Three things MJX 3.17's JAX collision functions do that C MuJoCo does not, all s
   leaves it on the reference face of the separating axis. A finger pushing the block then presses ~1 mm off C
   MuJoCo's point, which turns the block differently. Here each box-box point moves along the normal to midway.
 
-All three act at trace time: ``unique_midpoint_contacts()`` swaps MJX's collision functions for wrapped ones while
-the block inside it traces, and puts MJX's own back afterwards, so other MJX users in the process are untouched.
-Everything else (the pairs, the points MJX finds, the normals, the solver) is MJX's own.
+And one thing MJX lacks: a cylinder-box test, which ``herjax.envs.mjx_cylinder_box`` provides (FetchSlide's puck).
+
+All of it acts at trace time: ``unique_midpoint_contacts()`` swaps MJX's collision functions for wrapped ones (and
+adds the cylinder-box one) while the block inside it traces, and puts MJX's own back afterwards, so other MJX users
+in the process are untouched; ``mjx.put_model`` and ``mjx.make_data`` of a model with cylinder-box pairs must run inside it too. Everything
+else (the pairs, the points MJX finds, the normals, the solver) is MJX's own.
 
     with unique_midpoint_contacts():
         d = mjx.forward(m, d)          # inside jit: traced with the wrapped collision functions
@@ -40,6 +43,7 @@ from mujoco.mjx._src import collision_driver
 from mujoco.mjx._src.types import GeomType
 
 from herjax import _swap
+from herjax.envs import mjx_cylinder_box
 
 __all__ = ["unique_midpoint_contacts", "wrap"]
 
@@ -102,12 +106,15 @@ def wrap(func: Callable, types: tuple) -> Callable:
 
 
 def _wrap_collision_table() -> Callable[[], None]:
-    """Puts ``wrap``ped functions in MJX's collision table (every one returning several points); returns the undo."""
+    """Puts ``wrap``ped functions in MJX's collision table (every one returning several points) and herjax's
+    cylinder-box test (``herjax.envs.mjx_cylinder_box``, which fills its slots as C MuJoCo does: no wrap); returns
+    the undo."""
     table = collision_driver._COLLISION_FUNC
     own = dict(table)
     for types, func in own.items():
         if getattr(func, "ncon", 1) > 1:
             table[types] = wrap(func, types)
+    table[(GeomType.CYLINDER, GeomType.BOX)] = mjx_cylinder_box.cylinder_box
 
     def restore() -> None:
         table.clear()

@@ -201,8 +201,8 @@ PUCK_SIDES = 16
 
 
 def _puck_as_convex_mesh(spec: mujoco.MjSpec, original: mujoco.MjModel) -> None:
-    """Slide's cylinder puck becomes a 16-sided prism: MJX has no cylinder-box collision (MJX only: the prism
-    slides differently, see ``herjax/envs/README.md``).
+    """Slide's cylinder puck becomes a 16-sided prism, which MJX stepped before herjax gave it a cylinder-box test
+    (``herjax.envs.mjx_cylinder_box``); kept for comparisons: the prism slides differently (``herjax/envs/README.md``).
 
     Radius, height, friction, mass and the original cylinder's inertia are kept; the prism's flats lie 0.4 mm
     inside the circle.
@@ -261,16 +261,17 @@ def _sensor_slices(m: mujoco.MjModel) -> dict:
 
 @functools.lru_cache(maxsize=None)
 def load_model(task: str, *, weld: bool = True, primitive_collisions: bool = True,
-               convex_puck: bool = True) -> FetchModel:
+               convex_puck: bool = False) -> FetchModel:
     """Builds the edited model of ``task`` and runs the original settle procedure on it.
 
     Args:
         task: one of ``TASKS`` (``reach``, ``push``, ``slide``, ``pick_and_place``).
         weld: weld the base and head joints (see ``WELDED_JOINTS``).
         primitive_collisions: replace colliding robot meshes by boxes (needed by MJX).
-        convex_puck: with ``primitive_collisions``, Slide's cylinder puck becomes a 16-sided prism (needed by
-            MJX, which has no cylinder-box collision). ``False`` keeps the original cylinder and finger margins:
-            the C engine's choice, since the prism changes how the puck slides (``herjax/envs/README.md``).
+        convex_puck: with ``primitive_collisions``, Slide's cylinder puck becomes a 16-sided prism and the fingers
+            lose their margin (what MJX stepped before ``herjax.envs.mjx_cylinder_box``; for comparisons only: the
+            prism changes how the puck slides, ``herjax/envs/README.md``). ``False`` (both engines' choice) keeps
+            the original cylinder and finger margins.
 
     Returns:
         The ``FetchModel``. Cached: treat it as read-only.

@@ -128,8 +128,10 @@ def _make_mjx(m: mujoco.MjModel, n_substeps: int, locked_qpos: tuple[int, ...]) 
     m = copy.deepcopy(m)
     for name, value in MJX_SOLVER.items():
         setattr(m.opt, name, value)
-    mx = mjx.put_model(m)
-    template = mjx.make_data(mx)
+    own_contacts = mjx_contacts.unique_midpoint_contacts if MJX_C_CONTACTS else contextlib.nullcontext
+    with own_contacts():  # MJX sizes its contacts from its collision table, which lacks Slide's cylinder-box
+        mx = mjx.put_model(m)
+        template = mjx.make_data(mx)
 
     def to_data(s: PhysState):
         return template.replace(
@@ -139,8 +141,6 @@ def _make_mjx(m: mujoco.MjModel, n_substeps: int, locked_qpos: tuple[int, ...]) 
 
     def from_data(d, s: PhysState) -> PhysState:
         return s._replace(qpos=d.qpos, qvel=d.qvel, qacc_warmstart=d.qacc_warmstart, sensordata=d.sensordata)
-
-    own_contacts = mjx_contacts.unique_midpoint_contacts if MJX_C_CONTACTS else contextlib.nullcontext
 
     @contextlib.contextmanager
     def contacts():
