@@ -2,7 +2,7 @@
 
     python -m benchmarks.slide_puck --runs prism:RUN_DIR cylinder:RUN_DIR ...
 
-Two parts, every model in a process of its own (``herjax.envs.model.load_model`` is cached per process):
+Its parts, every model in a process of its own (``herjax.envs.model.load_model`` is cached per process):
 
 * ``scripted``: the scripted push (``herjax.envs.scripted.push_policy``) from the original FetchSlide-v4's first
   100 initial states, on herjax's C engine with each puck: the puck's path over 25 steps against the original's
@@ -16,7 +16,9 @@ Two parts, every model in a process of its own (``herjax.envs.model.load_model``
   carries the prism's path gap. The scripted push as above, on the C engine with the puck's two contact sides
   split: a cylinder or a prism against the table and the floor, and a cylinder or a prism against the gripper's
   boxes (the original puck geom kept for mass and site only), each by contact bits (cylinder on both sides is the
-  control); and on herjax's MJX engine with its prism.
+  control); and on herjax's MJX engine with the cylinder (its cylinder-box test, ``herjax.envs.mjx_cylinder_box``)
+  and with the prism it used before. Then the MJX engine's env steps/s with each puck, as ``speed`` measures the C
+  engine's.
 * ``speed``: env steps/s of herjax's C engine with each puck (``benchmarks.env_throughput.measure``: ``--speed-envs``
   envs, 200 steps of random actions in one jitted scan, the median of 3 calls after a warm-up), the two models
   alternating over ``--speed-repeats`` processes each; the figure is ``cylinder / prism`` of the medians, since only
@@ -110,8 +112,7 @@ def _use_model(model: str) -> None:
 def child_scripted(model: str, backend: str = "mujoco") -> None:
     import numpy as np
 
-    if backend == "mujoco":
-        _use_model(model)  # MJX builds its own model: the prism
+    _use_model(model)
     sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
     import test_parity
 
@@ -134,11 +135,11 @@ def child_replay(model: str, run_dir: str, episodes: int) -> None:
     report({"success": round(result.success_rate, 4), "checkpoint": result.checkpoint})
 
 
-def child_speed(model: str, num_envs: int) -> None:
+def child_speed(model: str, num_envs: int, backend: str = "mujoco") -> None:
     from benchmarks.env_throughput import measure
 
     _use_model(model)
-    rate = measure("slide", "mujoco", num_envs, steps=200, repeats=3)["env_steps_per_s"]
+    rate = measure("slide", backend, num_envs, steps=200, repeats=3)["env_steps_per_s"]
     report({"env_steps_per_s": round(rate, 1)})
 
 
@@ -159,7 +160,7 @@ def main(argv=None) -> int:
         if kind == "scripted":
             child_scripted(model, *rest)
         elif kind == "speed":
-            child_speed(model, int(rest[0]))
+            child_speed(model, int(rest[0]), *rest[1:])
         else:
             child_replay(model, rest[0], int(rest[1]))
         return 0
@@ -173,7 +174,7 @@ def main(argv=None) -> int:
         runs.append((label, run_dir))
     module = "benchmarks.slide_puck"
     if args.contacts:
-        return contacts(module, args.out or CONTACTS_OUT)
+        return contacts(module, args.out or CONTACTS_OUT, args.speed_envs, args.speed_repeats)
     scripted = {}
     for model in ("cylinder", "prism"):
         scripted[model] = in_child(module, "--child", "scripted", model)
@@ -205,15 +206,24 @@ def main(argv=None) -> int:
     return 0
 
 
-def contacts(module: str, out: str) -> int:
+def contacts(module: str, out: str, speed_envs: int, speed_repeats: int) -> int:
     """The ``contacts`` part (module docstring)."""
     rows = {}
     for model, backend in (("cylinder", "mujoco"), ("prism", "mujoco"), *((m, "mujoco") for m in SPLITS),
-                           ("prism", "mjx")):
+                           ("cylinder", "mjx"), ("prism", "mjx")):
         label = f"{backend}:{model}"
         rows[label] = in_child(module, "--child", "scripted", model, backend)
         print(f"scripted push, {label}: {rows[label]}", flush=True)
-    save(out, {"machine": describe(), "method": __doc__.strip(), "scripted_push_from_original_states": rows})
+    speed = {"prism": [], "cylinder": []}
+    for _ in range(speed_repeats):
+        for model in speed:
+            speed[model].append(in_child(module, "--child", "speed", model, str(speed_envs), "mjx")["env_steps_per_s"])
+    median = {model: statistics.median(v) for model, v in speed.items()}
+    speed_row = {"num_envs": speed_envs, "env_steps_per_s": speed,
+                 "cylinder_over_prism": round(median["cylinder"] / median["prism"], 3)}
+    print(f"MJX engine speed: {speed_row}", flush=True)
+    save(out, {"machine": describe(), "method": __doc__.strip(), "scripted_push_from_original_states": rows,
+               "mjx_engine_speed": speed_row})
     return 0
 
 

@@ -125,13 +125,14 @@ def scripted_against_original(task, backend):
 
 @pytest.mark.parametrize("task, backend", [
     pytest.param(t, *b.values, marks=b.marks) for t in ("push", "pick_and_place") for b in BACKENDS
-] + [("slide", "mujoco")])  # MJX keeps the prism (envs/README.md, "Slide's puck")
+] + [("slide", "mujoco"), pytest.param("slide", "mjx", marks=pytest.mark.slow)])
 def test_scripted_success_matches_original(task, backend):
     """(c) Scripted policies from the original's 100 initial states: success within 5 points of the original.
 
     For Push, the object's path over the first 25 steps stays within 1 cm of the original's. So does Slide's puck
-    on the C engine, which keeps the original cylinder (0.22 cm measured; MJX's 16-sided prism, stepped in C
-    MuJoCo, 2.1 cm, mostly from its contact with the gripper; on MJX itself 3.2 cm: ``benchmarks/slide_puck.py``).
+    on the C engine (0.22 cm measured; the 16-sided prism MJX stepped before, stepped in C MuJoCo, 2.1 cm, mostly
+    from its contact with the gripper: ``benchmarks/slide_puck.py``). MJX steps the cylinder through herjax's own
+    cylinder-box test, 2.31 cm from the original's (the prism there: 3.22 cm): its bound is 3 cm.
     """
     if task == "slide":
         env = E.get_env(task, backend)
@@ -146,8 +147,9 @@ def test_scripted_success_matches_original(task, backend):
         # (1.19 cm with herjax.envs.mjx_contacts, 1.88 cm without): the finger-block contact is the same geometry
         # in both, but the rest of MJX's box-box test, its float32, capped solver (physics.MJX_SOLVER) and the
         # 0.8 mm settle offset of Push grow through the contact (benchmarks/mjx_push_gap.py); its success rate
-        # still equals the original's. The MJX bound (1.5 cm) fails without mjx_contacts' fixes.
-        assert np.median(dev) < (0.01 if backend == "mujoco" else 0.015)
+        # still equals the original's. The MJX bound (1.5 cm) fails without mjx_contacts' fixes; Slide's (3 cm) fails
+        # on the prism MJX stepped before herjax's cylinder-box test (3.22 cm).
+        assert np.median(dev) < (0.01 if backend == "mujoco" else 0.015 if task == "push" else 0.03)
 
 
 @functools.lru_cache(maxsize=None)
