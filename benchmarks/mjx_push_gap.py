@@ -1,6 +1,7 @@
-"""Where MJX's Push object path parts from the original's: the solver cap, float32, or the contacts.
+"""Where MJX's Push (or Slide) object path parts from the original's: the solver cap, float32, or the contacts.
 
     python -m benchmarks.mjx_push_gap                      # four MJX variants, one process each (~4 min each, 2 cores)
+    python -m benchmarks.mjx_push_gap --task slide         # the same for Slide's puck
 
 The measurement is ``tests/test_parity.py``'s: the scripted push from the original FetchPush-v4's first 100 reset
 states, and per episode the largest distance over the first 25 steps between herjax's block and the original's.
@@ -11,7 +12,10 @@ iterations, tolerance 1e-8); and those in float64 (``jax_enable_x64``). What the
 solver nor the precision: it is the rest of MJX's collision (which points its box-box test finds). The C engine's
 figure, from ``parity_mujoco_<platform>.json`` (``benchmarks.parity_report``), is stored beside them.
 
-Writes ``benchmarks/results/mjx_push_gap_<platform>.json``.
+For Slide, "MJX's own contacts" is the 16-sided prism puck (MJX has no cylinder-box test without herjax's:
+``herjax.envs.mjx_cylinder_box``), and the C engine's figure comes from ``slide_puck_contacts_<platform>.json``.
+
+Writes ``benchmarks/results/mjx_push_gap_<platform>.json`` (Slide: ``mjx_slide_gap_<platform>.json``).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ VARIANTS = [("shipped", None, False, True), ("MJX's own contacts", None, False, 
             ("original solver", ORIGINAL_SOLVER, False, True), ("original solver, float64", ORIGINAL_SOLVER, True, True)]
 
 
-def measure(solver: dict | None, x64: bool, c_contacts: bool) -> dict:
+def measure(solver: dict | None, x64: bool, c_contacts: bool, task: str = "push") -> dict:
     """One variant, in this process (x64 must be chosen before JAX computes anything)."""
     import jax
 
@@ -47,7 +51,7 @@ def measure(solver: dict | None, x64: bool, c_contacts: bool) -> dict:
     physics.MJX_SOLVER.update(solver or {})
     physics.MJX_C_CONTACTS = c_contacts
     start = time.perf_counter()
-    ours, theirs, dev = test_parity.scripted_against_original("push", "mjx")
+    ours, theirs, dev = test_parity.scripted_against_original(task, "mjx")
     return {"solver": dict(physics.MJX_SOLVER), "x64": x64, "c_contacts": c_contacts,
             "median_cm": round(float(np.median(dev)) * 100, 3),
             "p90_cm": round(float(np.percentile(dev, 90)) * 100, 3),
@@ -57,6 +61,7 @@ def measure(solver: dict | None, x64: bool, c_contacts: bool) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--task", default="push", choices=("push", "slide"))
     p.add_argument("--one", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.one:
@@ -64,13 +69,19 @@ def main(argv=None) -> int:
         return 0
     results = []
     for name, *variant in VARIANTS:
-        results.append({"variant": name, **in_child("benchmarks.mjx_push_gap", "--one", json.dumps(variant))})
+        results.append({"variant": name, **in_child("benchmarks.mjx_push_gap", "--one",
+                                                     json.dumps([*variant, args.task]))})
         print(json.dumps(results[-1]), flush=True)
     machine = describe()
     results_dir = os.path.join(ROOT, "benchmarks", "results")
-    with open(os.path.join(results_dir, f"parity_mujoco_{machine['jax_backend']}.json")) as f:
-        c_engine = json.load(f)["figures"]["push_object_path_deviation_cm"]
-    path = os.path.join(results_dir, f"mjx_push_gap_{machine['jax_backend']}.json")
+    if args.task == "push":
+        with open(os.path.join(results_dir, f"parity_mujoco_{machine['jax_backend']}.json")) as f:
+            c_engine = json.load(f)["figures"]["push_object_path_deviation_cm"]
+    else:
+        with open(os.path.join(results_dir, f"slide_puck_contacts_{machine['jax_backend']}.json")) as f:
+            row = json.load(f)["scripted_push_from_original_states"]["mujoco:cylinder"]
+        c_engine = {"median": row["path_deviation_cm_median"], "p90": row["path_deviation_cm_p90"]}
+    path = os.path.join(results_dir, f"mjx_{args.task}_gap_{machine['jax_backend']}.json")
     save(path, {"machine": machine, "measure": "per episode, the largest block-position distance to the original "
                 "over the first 25 steps of the scripted push from the original's reset states 0-99",
                 "c_engine_cm": c_engine, "variants": results})
