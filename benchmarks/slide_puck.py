@@ -179,13 +179,7 @@ def main(argv=None) -> int:
     for model in ("cylinder", "prism"):
         scripted[model] = in_child(module, "--child", "scripted", model)
         print(f"scripted push, {model}: {scripted[model]}", flush=True)
-    speed = {"prism": [], "cylinder": []}
-    for _ in range(args.speed_repeats):
-        for model in speed:
-            speed[model].append(in_child(module, "--child", "speed", model, str(args.speed_envs))["env_steps_per_s"])
-    median = {model: statistics.median(v) for model, v in speed.items()}
-    speed_row = {"num_envs": args.speed_envs, "env_steps_per_s": speed,
-                 "cylinder_over_prism": round(median["cylinder"] / median["prism"], 3)}
+    speed_row = _speed(module, "mujoco", args.speed_envs, args.speed_repeats)
     print(f"C engine speed: {speed_row}", flush=True)
     replays = []
     for label, run_dir in runs:
@@ -206,6 +200,18 @@ def main(argv=None) -> int:
     return 0
 
 
+def _speed(module: str, backend: str, num_envs: int, repeats: int) -> dict:
+    """``backend``'s env steps/s with each puck, the two alternating over ``repeats`` processes each, and
+    ``cylinder / prism`` of their medians (the ``speed`` part)."""
+    speed = {"prism": [], "cylinder": []}
+    for _ in range(repeats):
+        for model in speed:
+            speed[model].append(in_child(module, "--child", "speed", model, str(num_envs), backend)["env_steps_per_s"])
+    median = {model: statistics.median(v) for model, v in speed.items()}
+    return {"num_envs": num_envs, "env_steps_per_s": speed,
+            "cylinder_over_prism": round(median["cylinder"] / median["prism"], 3)}
+
+
 def contacts(module: str, out: str, speed_envs: int, speed_repeats: int) -> int:
     """The ``contacts`` part (module docstring)."""
     rows = {}
@@ -214,13 +220,7 @@ def contacts(module: str, out: str, speed_envs: int, speed_repeats: int) -> int:
         label = f"{backend}:{model}"
         rows[label] = in_child(module, "--child", "scripted", model, backend)
         print(f"scripted push, {label}: {rows[label]}", flush=True)
-    speed = {"prism": [], "cylinder": []}
-    for _ in range(speed_repeats):
-        for model in speed:
-            speed[model].append(in_child(module, "--child", "speed", model, str(speed_envs), "mjx")["env_steps_per_s"])
-    median = {model: statistics.median(v) for model, v in speed.items()}
-    speed_row = {"num_envs": speed_envs, "env_steps_per_s": speed,
-                 "cylinder_over_prism": round(median["cylinder"] / median["prism"], 3)}
+    speed_row = _speed(module, "mjx", speed_envs, speed_repeats)
     print(f"MJX engine speed: {speed_row}", flush=True)
     save(out, {"machine": describe(), "method": __doc__.strip(), "scripted_push_from_original_states": rows,
                "mjx_engine_speed": speed_row})

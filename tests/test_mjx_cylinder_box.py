@@ -84,18 +84,24 @@ def _sorted(points):
     return sorted(points, key=lambda c: tuple(np.round(c[1], 6)))
 
 
+def _assert_same_points(got, want, pos_atol, dist_atol, normal_atol):
+    """The same number of ``(dist, pos, normal)`` points, matched in position order, each within the bounds."""
+    assert want and len(got) == len(want), (got, want)
+    for (w_dist, w_pos, w_n), (g_dist, g_pos, g_n) in zip(_sorted(want), _sorted(got)):
+        np.testing.assert_allclose(g_pos, w_pos, atol=pos_atol)
+        np.testing.assert_allclose(g_dist, w_dist, atol=dist_atol)
+        np.testing.assert_allclose(g_n, w_n, atol=normal_atol)
+
+
 @pytest.mark.parametrize("probe", PROBES)
 def test_points_are_c_mujocos(collide, probe):
     """Every point C MuJoCo makes, and no other: the same count (a point C MuJoCo makes twice, twice), positions
     within 0.02 mm, depths within 2 micrometres, normals within 0.002 (one point from EPA: 0.3 mm, 0.01)."""
     m = _model(*PROBES[probe])
     d, want = _c(m)
-    got = collide(m, d)
-    assert want and len(got) == len(want), (got, want)
-    for (w_dist, w_pos, w_n), (g_dist, g_pos, g_n) in zip(_sorted(want), _sorted(got)):
-        np.testing.assert_allclose(g_pos, w_pos, atol=3e-4 if probe in EPA_POINT else 2e-5)
-        np.testing.assert_allclose(g_dist, w_dist, atol=2e-6)
-        np.testing.assert_allclose(g_n, w_n, atol=1e-2 if probe in EPA_POINT else 2e-3)
+    epa = probe in EPA_POINT
+    _assert_same_points(collide(m, d), want, pos_atol=3e-4 if epa else 2e-5, dist_atol=2e-6,
+                        normal_atol=1e-2 if epa else 2e-3)
 
 
 def test_a_flat_cap_touches_at_four_of_its_corners_spanning_a_square(collide):
@@ -107,7 +113,7 @@ def test_a_flat_cap_touches_at_four_of_its_corners_spanning_a_square(collide):
     assert len(got) == len(want) == 4
     angles = np.degrees(np.arctan2([p[1] for _, p, _ in got], [p[0] for _, p, _ in got]))
     np.testing.assert_allclose(np.hypot(*np.array([p[:2] for _, p, _ in got]).T), PUCK[0], atol=1e-9)
-    np.testing.assert_allclose(np.mod(angles, 22.5) * (np.mod(angles, 22.5) < 11) , 0, atol=1e-6)
+    np.testing.assert_allclose(np.mod(angles + 11.25, 22.5) - 11.25, 0, atol=1e-6)  # each a multiple of 22.5
     np.testing.assert_allclose(np.sort(np.mod(np.diff(np.sort(angles)), 360)), [90, 90, 90], atol=1e-6)
     np.testing.assert_allclose([g[0] for g in got], [w[0] for w in want], atol=1e-9)
 
@@ -138,11 +144,8 @@ def test_mjx_steps_a_cylinder_on_a_box_only_with_herjax_contacts():
     active = np.asarray(contact.dist) < np.asarray(contact.includemargin)
     got = [(float(x), np.asarray(p), np.asarray(f[0])) for x, p, f in
            zip(np.asarray(contact.dist)[active], np.asarray(contact.pos)[active], np.asarray(contact.frame)[active])]
-    assert len(got) == len(want) == 4
-    for (w_dist, w_pos, w_n), (g_dist, g_pos, g_n) in zip(_sorted(want), _sorted(got)):
-        np.testing.assert_allclose(g_pos, w_pos, atol=2e-5)
-        np.testing.assert_allclose(g_dist, w_dist, atol=1e-6)
-        np.testing.assert_allclose(g_n, w_n, atol=1e-5)
+    assert len(want) == 4
+    _assert_same_points(got, want, pos_atol=2e-5, dist_atol=1e-6, normal_atol=1e-5)
 
 
 def test_slide_on_mjx_keeps_the_original_cylinder_puck():

@@ -26,8 +26,8 @@ And one thing MJX lacks: a cylinder-box test, which ``herjax.envs.mjx_cylinder_b
 
 All of it acts at trace time: ``unique_midpoint_contacts()`` swaps MJX's collision functions for wrapped ones (and
 adds the cylinder-box one) while the block inside it traces, and puts MJX's own back afterwards, so other MJX users
-in the process are untouched; ``mjx.put_model`` and ``mjx.make_data`` of a model with cylinder-box pairs must run inside it too. Everything
-else (the pairs, the points MJX finds, the normals, the solver) is MJX's own.
+in the process are untouched; ``mjx.put_model`` and ``mjx.make_data`` of a model with cylinder-box pairs must run
+inside it too. Everything else (the pairs, the points MJX finds, the normals, the solver) is MJX's own.
 
     with unique_midpoint_contacts():
         d = mjx.forward(m, d)          # inside jit: traced with the wrapped collision functions

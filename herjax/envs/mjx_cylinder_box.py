@@ -48,10 +48,21 @@ NCON = 4
 _INACTIVE = 1.0  # MJX's distance for an unused contact slot
 _EPS = 1e-9
 
-# Box corners and edges (the axis it runs along, the signs of the other two), in units of the half-sizes.
-_SIGNS = np.array([[x, y, z] for x in (-1.0, 1.0) for y in (-1.0, 1.0) for z in (-1.0, 1.0)], np.float32)
-_EDGES = [(axis, np.array([s1, s2], np.float32)) for axis in range(3) for s1 in (-1.0, 1.0) for s2 in (-1.0, 1.0)]
 _OTHER = np.array([[1, 2], [2, 0], [0, 1]], np.int32)  # the two in-face axes of the face normal to axis j
+# Box corners, and the 12 edges (each from its start corner, along one axis, twice the half-size), in units of the
+# half-sizes.
+_SIGNS = np.array([[x, y, z] for x in (-1.0, 1.0) for y in (-1.0, 1.0) for z in (-1.0, 1.0)], np.float32)
+
+
+def _edge_starts() -> np.ndarray:
+    starts = np.full((12, 3), -1.0, np.float32)
+    for i, (axis, s1, s2) in enumerate((a, s1, s2) for a in range(3) for s1 in (-1.0, 1.0) for s2 in (-1.0, 1.0)):
+        starts[i, _OTHER[axis]] = s1, s2
+    return starts
+
+
+_EDGE_START = _edge_starts()
+_EDGE_DIR = np.array([2.0 * np.eye(3)[axis] for axis in range(3) for _ in range(4)], np.float32)
 
 
 def _unit(v: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -130,9 +141,7 @@ def collide_one(c_pos, c_mat, c_size, b_pos, b_mat, b_size, margin):
 
     # Separating axes (module docstring).
     eye = jnp.eye(3)
-    edge_start = jnp.stack([jnp.zeros(3).at[ax].set(-s[ax]).at[_OTHER[ax]].set(sg * s[_OTHER[ax]])
-                            for ax, sg in _EDGES])
-    edge_dir = jnp.stack([2 * s[ax] * eye[ax] for ax, _ in _EDGES])
+    edge_start, edge_dir = _EDGE_START * s, _EDGE_DIR * s
     on_edge, on_axis = _closest_on_segments(edge_start, edge_dir, (p - h * a)[None], (2 * h * a)[None])
     to_edge = on_edge - on_axis
     to_corner = corners - p
@@ -241,8 +250,8 @@ def collide_one(c_pos, c_mat, c_size, b_pos, b_mat, b_size, margin):
 
     # One point: at the cylinder's rim point if it is one; else at the box's corner if it is one; else, for a box
     # edge along the side line, at the deeper end of the stretch they share (where EPA stops; parallel within 1e-6
-    # rad, its middle); else midway between the closest points of the cylinder's feature (side line or cap centre) and the
-    # box's edge.
+    # rad, its middle); else midway between the closest points of the cylinder's feature (side line or cap centre)
+    # and the box's edge.
     rim = jnp.abs(an) > EDGE_TOL
     rim_point = p + sig * h * a + r * towards
     feat_a = jnp.where(rim, cap_centre, line0)
