@@ -24,18 +24,28 @@ XML = """
   </worldbody>
 </mujoco>
 """
-# The block flat (4 corners in the table), on one edge (2) and on three corners (3), each 0.2-1.4 mm deep; and, with
-# a margin of 1 mm, flat 0.4 mm above the table (4 points within the margin) and on three corners (one in, two
-# within the margin).
+# The block flat (4 corners in the table), on one edge (2) and on three corners (3), each 0.2-1.4 mm deep: (quat, z).
 PLACEMENTS = {
     "flat": ([1.0, 0.0, 0.0, 0.0], 0.0445),
     "edge": ([1.0, 0.02, 0.0, 0.0], 0.0447),
     "three corners": ([1.0, 0.01, 0.012, 0.0], 0.0447),
 }
+# With a margin of 1 mm: (quat, gap between the block's lowest point and the table) and C MuJoCo's point count. Flat
+# 0.4 mm above the table (4 points within the margin); on three corners (one in, two within the margin, one beyond);
+# turned 45 degrees onto an edge, 0.5 mm above it (2 points) and 1.2 mm above it (none: growing each box by its
+# margin, as herjax once did, moves that edge out by the margin times sqrt 2 and found 2 points 0.2 mm early); on
+# one corner, tilted both ways, 0.3 mm above (1) and 1.1 mm above (none).
+_EDGE_DOWN = [np.cos(np.pi / 8), np.sin(np.pi / 8), 0.0, 0.0]
+_CORNER_DOWN = [0.88, 0.28, 0.36, 0.1]
 IN_MARGIN = {
-    "flat, 0.4 mm above": ([1.0, 0.0, 0.0, 0.0], 0.0454),
-    "three corners, two above": ([1.0, 0.01, 0.012, 0.0], 0.0452),
+    "flat, 0.4 mm above": ([1.0, 0.0, 0.0, 0.0], 0.0004, 4),
+    "three corners, two above": ([1.0, 0.01, 0.012, 0.0], -0.0006, 3),
+    "edge down, 0.5 mm above": (_EDGE_DOWN, 0.0005, 2),
+    "edge down, 1.2 mm above": (_EDGE_DOWN, 0.0012, 0),
+    "corner down, 0.3 mm above": (_CORNER_DOWN, 0.0003, 1),
+    "corner down, 1.1 mm above": (_CORNER_DOWN, 0.0011, 0),
 }
+_TABLE_TOP, _HALF = 0.02, 0.025
 
 
 def _compiled(margin):
@@ -63,10 +73,16 @@ def model_with_margin():
 
 
 def _qpos(m, placement):
-    quat, z = {**PLACEMENTS, **IN_MARGIN}[placement]
     qpos = np.zeros(m.nq)
+    quat = np.asarray({**PLACEMENTS, **IN_MARGIN}[placement][0])
+    qpos[3:7] = quat / np.linalg.norm(quat)
+    if placement in PLACEMENTS:
+        z = PLACEMENTS[placement][1]
+    else:  # the lowest corner `gap` above the table top
+        rot = np.zeros(9)
+        mujoco.mju_quat2Mat(rot, qpos[3:7])
+        z = _TABLE_TOP + IN_MARGIN[placement][1] + _HALF * np.abs(rot.reshape(3, 3)[2]).sum()
     qpos[:3] = [0.01, -0.02, z]
-    qpos[3:7] = np.asarray(quat) / np.linalg.norm(quat)
     return qpos
 
 
@@ -106,12 +122,11 @@ def test_active_contacts_are_c_mujocos(model, placement):
 
 @pytest.mark.parametrize("placement", IN_MARGIN)
 def test_contacts_within_the_margin_are_c_mujocos(model_with_margin, placement):
-    """With a margin, C MuJoCo's points closer than it are MJX's too, distances within 0.05 mm and positions within
-    0.6 mm (the margin is emulated by growing the boxes, whose corners then reach out further: the module's
-    docstring)."""
+    """With a margin, C MuJoCo's points closer than it are MJX's too, and only those: positions and distances
+    within 0.02 mm."""
     m, with_c_contacts, own = model_with_margin
-    _assert_same_contacts(m, with_c_contacts, placement, count=4 if "flat" in placement else 3, pos_atol=6e-4,
-                          dist_atol=5e-5)
+    _assert_same_contacts(m, with_c_contacts, placement, count=IN_MARGIN[placement][2], pos_atol=2e-5,
+                          dist_atol=2e-5)
     if "flat" in placement:  # MJX alone: no contact until the block penetrates
         assert len(_active(own(jnp.asarray(_qpos(m, placement), jnp.float32)))[0]) == 0
 
