@@ -19,12 +19,17 @@ XML = """<mujoco><worldbody>
   <body pos="{box_pos}" euler="{box_euler}"><freejoint/><geom type="box" size="{box_size}" margin="{margin}"/></body>
 </worldbody></mujoco>"""
 _PRESS = 0.025 + 0.007 - 0.0005  # a finger's face 0.5 mm into the puck's side
+_RIM_Z = 0.02 * np.cos(np.radians(3.7)) + 0.025 * np.sin(np.radians(3.7)) - 5e-6  # the low rim point 5 um deep
 # name: (cylinder position, cylinder euler (degrees), box position, box half-sizes, box euler, margin); no exact ties
 PROBES = {
     "cap on a face, turned 30 degrees": ((0, 0, 0.0197), (0, 0, 30), (0, 0, -0.2), TABLE, (0, 0, 0), 0.0),
     "cap on a face, tilted 2 degrees": ((0, 0, 0.02), (2, 0, 0), (0, 0, -0.2), TABLE, (0, 0, 0), 0.0),
     "cap on a face, tilted 0.05 degrees": ((0, 0, 0.02), (0.05, 0, 0), (0, 0, -0.2), TABLE, (0, 0, 0), 0.0),
     "rim on a face (10 degrees)": ((0, 0, 0.02), (10, 0, 0), (0, 0, -0.2), TABLE, (0, 0, 0), 0.0),
+    # tilted within the face tolerance, 5 micrometres deep at the rim point between two of the 16-gon's corners,
+    # none of which reaches the face: one point (found on FetchSlide's table, where herjax once put it 20 cm away)
+    "rim on a face (3.7 degrees), between corners": ((0, 0, _RIM_Z), (3.7, 0, 11.25), (0, 0, -0.2), TABLE,
+                                                     (0, 0, 0), 0.0),
     "side on a face": ((0, 0, 0), (0, 0, 0), (0, _PRESS, 0), FINGER, (0, 0, 0), 0.0),
     "side on a face, box higher": ((0, 0, 0), (0, 0, 0), (0, _PRESS, 0.01), FINGER, (0, 0, 0), 0.0),
     "side on a face turned 20 degrees": ((0, 0, 0), (0, 0, 0), (0.01, _PRESS, 0), FINGER, (0, 0, 20), 0.0),
@@ -46,9 +51,10 @@ PROBES = {
 }
 
 
-# One point from C MuJoCo's EPA, which stops within its tolerance of a curved surface: its point sits up to 0.3 mm
-# along the rim from the exact deepest point, and its normal up to 0.005 off the exact one, which herjax takes.
-EPA_POINT = {"rim on a face (10 degrees)"} | {name for name in PROBES if name.startswith("edge along")}
+# One point from C MuJoCo's EPA, which stops within its tolerance of a curved surface: its point sits up to 0.4 mm
+# along the rim from the exact deepest point (its depth up to 0.4 micrometres short), and its normal up to 0.005 off
+# the exact one, which herjax takes.
+EPA_POINT = {name for name in PROBES if name.startswith(("rim on", "edge along"))}
 
 
 def _model(cyl_pos, cyl_euler, box_pos, box_size, box_euler, margin):
@@ -96,11 +102,11 @@ def _assert_same_points(got, want, pos_atol, dist_atol, normal_atol):
 @pytest.mark.parametrize("probe", PROBES)
 def test_points_are_c_mujocos(collide, probe):
     """Every point C MuJoCo makes, and no other: the same count (a point C MuJoCo makes twice, twice), positions
-    within 0.02 mm, depths within 2 micrometres, normals within 0.002 (one point from EPA: 0.3 mm, 0.01)."""
+    within 0.02 mm, depths within 2 micrometres, normals within 0.002 (one point from EPA: 0.4 mm, 0.01)."""
     m = _model(*PROBES[probe])
     d, want = _c(m)
     epa = probe in EPA_POINT
-    _assert_same_points(collide(m, d), want, pos_atol=3e-4 if epa else 2e-5, dist_atol=2e-6,
+    _assert_same_points(collide(m, d), want, pos_atol=4e-4 if epa else 2e-5, dist_atol=2e-6,
                         normal_atol=1e-2 if epa else 2e-3)
 
 

@@ -267,8 +267,10 @@ def collide_one(c_pos, c_mat, c_size, b_pos, b_mat, b_size, margin):
     tie = jnp.abs(deep[1] - deep[0]) <= 1e-6 * 2 * h  # within 1e-6 rad of parallel: the middle
     parallel_pos = jnp.where(tie, jnp.mean(stretch + 0.5 * deep[:, None] * outward, 0),
                              stretch[deeper] + 0.5 * deep[deeper] * outward[deeper])
+    # (A cap within the face tolerance of a box face whose 16-gon has no corner deep enough has only its rim point:
+    # the box offers a face, not a corner.)
     one_pos = jnp.where(
-        rim & ~(jnp.abs(an) >= FACE_TOL), rim_point - 0.5 * depth * n,
+        rim & (~(jnp.abs(an) >= FACE_TOL) | (jnp.sum(box_small) == 2)), rim_point - 0.5 * depth * n,
         jnp.where(jnp.sum(box_small) == 0, corner + 0.5 * depth * n,
                   jnp.where(~rim & along, parallel_pos, 0.5 * (on_box + on_cyl))))
     one_dist = jnp.concatenate([jnp.where(-depth <= margin, -depth, _INACTIVE)[None], jnp.full(3, _INACTIVE)])
