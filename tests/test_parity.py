@@ -132,7 +132,7 @@ def test_scripted_success_matches_original(task, backend):
     For Push, the object's path over the first 25 steps stays within 1 cm of the original's. So does Slide's puck
     on the C engine (0.22 cm measured; the 16-sided prism MJX stepped before, stepped in C MuJoCo, 2.1 cm, mostly
     from its contact with the gripper: ``benchmarks/slide_puck.py``). MJX steps the cylinder through herjax's own
-    cylinder-box test, 2.31 cm from the original's (the prism there: 3.22 cm): its bound is 3 cm.
+    cylinder-box test, 2.28 cm from the original's (the prism there: 3.22 cm): its bound is 3 cm.
     """
     if task == "slide":
         env = E.get_env(task, backend)
