@@ -59,6 +59,12 @@ _SAME_POINT_SQ = 1e-12
 _INACTIVE = 1.0  # MJX's own distance for an unused slot
 
 
+def _repeats(pos: jax.Array, active: jax.Array) -> jax.Array:
+    """Which of the points ``pos [..., n, 3]`` repeat an earlier ``active [..., n]`` one."""
+    same = jnp.sum((pos[..., :, None, :] - pos[..., None, :, :]) ** 2, axis=-1) < _SAME_POINT_SQ
+    return jnp.any(jnp.tril(same, k=-1) & active[..., None, :], axis=-1)
+
+
 _OTHER_AXES = ((1, 2), (2, 0), (0, 1))  # a box face along axis k is spanned by these, in this order: u x v = e_k
 _SQUARE = jnp.array([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
 _EDGE_BIAS = 1e-6  # an edge axis must separate by this much more (relative) than the best face axis
@@ -85,8 +91,7 @@ def _face_points(ref, ref_normal, incident, incident_normal, margin):
     clipped, inside = collision_convex._clip(ref, incident, ref_normal, incident_normal)
     depth = (ref[0] - clipped) @ ref_normal
     keep = inside & (depth > -margin)
-    same = jnp.sum((clipped[:, None] - clipped[None]) ** 2, -1) < _SAME_POINT_SQ
-    keep = keep & ~jnp.any(jnp.tril(same, k=-1) & keep[None, :], axis=1)
+    keep = keep & ~_repeats(clipped, keep)
     in_order = jnp.argsort(~keep, stable=True)[:4]
     spread = collision_convex._manifold_points(clipped, keep, ref_normal)
     deepest = jnp.argmax(jnp.where(keep, depth, -jnp.inf))
@@ -197,10 +202,8 @@ def wrap(func: Callable, types: tuple) -> Callable:
         dist, pos, frame = func(m, d, key, geom)
         pairs = geom.shape[0]
         dist, pos = dist.reshape(pairs, n), pos.reshape(pairs, n, 3)
-        same = jnp.sum((pos[:, :, None, :] - pos[:, None, :, :]) ** 2, axis=-1) < _SAME_POINT_SQ
-        earlier = jnp.tril(jnp.ones((n, n), bool), k=-1)[None]
-        repeated = jnp.any(earlier & same & (dist < _INACTIVE)[:, None, :], axis=2)
-        dist = jnp.where((dist < _INACTIVE) & ~repeated, dist, _INACTIVE)
+        active = dist < _INACTIVE
+        dist = jnp.where(active & ~_repeats(pos, active), dist, _INACTIVE)
         return dist.reshape(-1), pos.reshape(-1, 3), frame
 
     collide.ncon = n
