@@ -8,7 +8,7 @@ import io
 import os
 from typing import Any, Optional, Sequence
 
-from herjax.runs.checkpoint import DiskFullError, free_bytes, out_of_space, size_text
+from herjax.runs.checkpoint import DiskFullError, candidates, free_bytes, out_of_space, size_text
 from herjax.runs.lock import RunDirError
 
 PROGRESS_COLUMNS = ("epoch", "env_steps", "wall_s", "epoch_s", "steps_per_s")  # then the trainer's epoch_metrics
@@ -88,23 +88,43 @@ class ProgressLog:
     def __init__(self, run_dir: str, columns: Sequence[str], history: list[dict], config_yaml: str):
         self.columns = tuple(columns)
         path = os.path.join(run_dir, "progress.csv")
+        self._run_dir, self._path = run_dir, path
         write_progress(path, self.columns, history)
         self._file = open(path, "a", newline="")
         self._csv = csv.DictWriter(self._file, fieldnames=self.columns, extrasaction="ignore")
         self._tb = tensorboard(run_dir, config_yaml, purge_step=(history[-1]["env_steps"] + 1) if history else None)
 
     def write(self, row: dict[str, Any]) -> None:
-        self._csv.writerow(row)
-        self._file.flush()
-        if self._tb is not None:
-            for key in self.columns[2:]:
-                self._tb.add_scalar(key, row[key], row["env_steps"])
-            self._tb.flush()
+        """Appends ``row`` to ``progress.csv`` and TensorBoard. A full disk raises ``DiskFullError`` (one line: the
+        bytes the row needed, the bytes free, and the checkpoints a resume starts from, which it leaves as they
+        were; a resume rewrites ``progress.csv`` from its checkpoint, so a half-written row is dropped then)."""
+        try:
+            self._csv.writerow(row)
+            self._file.flush()
+            if self._tb is not None:
+                for key in self.columns[2:]:
+                    self._tb.add_scalar(key, row[key], row["env_steps"])
+                self._tb.flush()
+        except OSError as e:
+            if not out_of_space(e):
+                raise
+            needed = len(",".join(str(row.get(c, "")) for c in self.columns)) + 1
+            kept = [f"{k}/{epoch}" for k, epoch in candidates(self._run_dir)]
+            raise DiskFullError(
+                f"no space left on the device of {self._path} while writing the row of epoch {row['epoch']}: it "
+                f"needs about {size_text(needed)}, {size_text(free_bytes(self._path))} is free; the checkpoints "
+                f"are intact ({', '.join(kept) or 'none yet'})") from None
 
     def close(self) -> None:
-        self._file.close()
-        if self._tb is not None:
-            self._tb.close()
+        """Closes both files. A full disk at close is not raised: every row was flushed by ``write``, which reports
+        a full disk itself, and a close in the ``finally`` of a run that already failed must not hide that error."""
+        for close in (self._file.close, self._tb.close if self._tb is not None else None):
+            try:
+                if close is not None:
+                    close()
+            except OSError as e:
+                if not out_of_space(e):
+                    raise
 
 
 class NoProgressLog:
