@@ -287,6 +287,75 @@ def test_a_disk_filling_up_mid_save_keeps_the_earlier_checkpoints_and_says_what_
     assert result.resumed_from in ("latest/2", "best/3") and [r["epoch"] for r in result.history] == [1, 2, 3, 4, 5]
 
 
+def test_an_unfinished_save_is_removed_even_while_late_writes_recreate_its_folder(tmp_path):
+    """A save that fails on a full disk raises while tensorstore's other writes are still in flight; they recreate
+    the folder being removed (CI's real full disk once left ``best/3.orbax-checkpoint-tmp`` so). A writer that keeps
+    adding files for 0.3 s after the removal starts: the folder is gone once the removal returns."""
+    import threading
+    import time
+
+    from herjax.runs import checkpoint as ckpt_lib
+
+    folder = tmp_path / "3.orbax-checkpoint-tmp"
+    (folder / "state").mkdir(parents=True)
+    done = threading.Event()
+
+    def late_writes():
+        end, n = time.monotonic() + 0.3, 0
+        while time.monotonic() < end:
+            (folder / "state" / "d").mkdir(parents=True, exist_ok=True)
+            (folder / "state" / "d" / f"{n}").write_bytes(b"x" * 100)
+            n += 1
+            time.sleep(0.01)
+        done.set()
+
+    writer = threading.Thread(target=late_writes)
+    writer.start()
+    ckpt_lib._remove_until_gone(str(folder))
+    assert done.is_set() and not folder.exists()
+    writer.join()
+
+
+def test_a_disk_filling_up_while_writing_the_progress_row_stops_with_one_line_and_resumes(tmp_path, monkeypatch):
+    """The disk fills up in TensorBoard's flush of epoch 3's row (where CI's real full disk once struck), and stays
+    full at close: one line naming the row, the space and the checkpoints kept; the run resumes from them."""
+    import errno
+
+    from herjax import train as train_mod
+    from herjax.runs import checkpoint as ckpt_lib
+    from herjax.runs import logs
+
+    class FillingWriter:
+        def __init__(self):
+            self.flushes = 0
+
+        def add_scalar(self, *args):
+            pass
+
+        def flush(self):
+            self.flushes += 1
+            if self.flushes >= 3:
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self):
+            self.flush()
+
+    monkeypatch.setattr(logs, "tensorboard", lambda *args, **kwargs: FillingWriter())
+    run_dir = str(tmp_path / "run")
+    with pytest.raises(ckpt_lib.DiskFullError) as raised:
+        train_mod.train([*SMALL_DDPG, "total_env_steps=1000", f"run_dir={run_dir}"], log=None)
+    message = str(raised.value)
+    assert "\n" not in message and "progress.csv while writing the row of epoch 3" in message
+    assert "it needs about" in message and "is free" in message and f"resume={run_dir}" in message
+    newest = ckpt_lib.candidates(run_dir)[0]
+    assert newest[1] == 2 and f"{newest[0]}/{newest[1]}" in message  # epoch 3 was never saved
+    monkeypatch.undo()
+    result = train_mod.train([], resume=run_dir, log=None)
+    assert result.resumed_from.endswith("/2") and [r["epoch"] for r in result.history] == [1, 2, 3, 4, 5]
+    with open(os.path.join(run_dir, "progress.csv")) as f:
+        assert [line.split(",")[0] for line in f.read().splitlines()[1:]] == ["1", "2", "3", "4", "5"]
+
+
 def test_a_checkpoint_that_does_not_fit_the_config_gets_one_line_naming_the_difference(tmp_path):
     """An edited config.yaml (here a smaller critic) no longer builds the saved state: resume and play say so in one
     line with exit code 2, instead of reporting every checkpoint as unreadable."""

@@ -41,6 +41,7 @@ import math
 import os
 import shutil
 import sys
+import time
 import warnings
 import zlib
 from typing import Any, Callable, NamedTuple, Optional
@@ -233,6 +234,18 @@ def steps(run_dir: str, kind: str) -> list[int]:
     return sorted(s for s in ocp.utils.checkpoint_steps(path) if s is not None)
 
 
+def _remove_until_gone(path: str, quiet_s: float = 0.1, limit_s: float = 10.0) -> None:
+    """Removes ``path`` and removes it again until it stays gone for ``quiet_s``: a save that failed on a full disk
+    raises while tensorstore's writes of its other arrays are still in flight, and those recreate the folders they
+    write into (a real full disk left such a folder behind in about 1 of 20 runs here before this)."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        shutil.rmtree(path, ignore_errors=True)
+        time.sleep(quiet_s)
+        if not os.path.exists(path) or time.monotonic() > deadline:
+            return
+
+
 class Checkpointer:
     """Writes the checkpoints of one run (see the module docstring); one orbax manager per kind."""
 
@@ -296,7 +309,7 @@ class Checkpointer:
         folder = checkpoint_dir(self.run_dir, kind)
         for name in os.listdir(folder) if os.path.isdir(folder) and hosts.is_main() else []:
             if name == str(epoch) or name.startswith(f"{epoch}.orbax-checkpoint-tmp"):
-                shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+                _remove_until_gone(os.path.join(folder, name))
 
     def close(self) -> None:
         for manager in self._managers.values():
