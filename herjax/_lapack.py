@@ -10,9 +10,11 @@ machine, and the program waits forever, with no CPU time used (native stacks: bo
   env step never returned).
 
 ``one_at_a_time(fn)`` is ``fn`` whose ``jax.vmap`` runs ``lax.map`` instead: one unbatched kernel a step, computed
-inline, the same values bit for bit. ``serial_cholesky()`` makes ``jax.scipy.linalg.cho_factor`` and ``cho_solve``
-such functions while a block traces (MJX calls them through the module), on the CPU backend only: a GPU keeps its
-batched solvers.
+inline, bit for bit an unbatched call. That is also bit for bit jaxlib's batched kernels, except where jaxlib solves a
+batch of right-hand sides of one shared factor as the columns of one system: there the rounding depends on the
+instruction set (1.9e-7 relative apart on an AVX-512 AMD EPYC). ``serial_cholesky()`` makes
+``jax.scipy.linalg.cho_factor`` and ``cho_solve`` such functions while a block traces (MJX calls them through the
+module), on the CPU backend only: a GPU keeps its batched solvers.
 
 What it costs: ``custom_vmap`` has no autodiff rule, so a function traced inside ``serial_cholesky`` cannot be
 differentiated (herjax never differentiates its physics; to differentiate herjax's MJX engine on a CPU, set
