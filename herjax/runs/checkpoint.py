@@ -500,13 +500,16 @@ def restore_field(run_dir: str, kind: str, step: int, field: str, abstract: Any)
 
 
 class _DropOrphanedReads(logging.Filter):
-    """Drops asyncio's "Task exception was never retrieved" for orbax's reads or writes of a failed step."""
+    """Drops asyncio's "Task (Future, _GatheringFuture) exception was never retrieved" for orbax's reads or writes of
+    a failed step, and for any write that found the disk full (herjax has said so in one line)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        orphan = message.startswith(("Task exception was never retrieved", "Future exception was never retrieved"))
-        words = ("async_deserialize", "async_serialize", "tensorstore", "zarr")
-        return not (orphan and any(word in message for word in words))
+        orphan = "exception was never retrieved" in message.split("\n", 1)[0]
+        words = ("async_deserialize", "async_serialize", "tensorstore", "zarr", "OCDBT", "RESOURCE_EXHAUSTED")
+        full = record.exc_info is not None and record.exc_info[1] is not None and out_of_space(record.exc_info[1])
+        return not (orphan and (full or any(word in message for word in words)
+                                or any(text in message.lower() for text in _OUT_OF_SPACE_TEXT)))
 
 
 def _quiet_failed_io() -> None:
@@ -515,8 +518,9 @@ def _quiet_failed_io() -> None:
     When one array of a step cannot be read or written, orbax abandons the step's other operations: each later
     reaches the ``asyncio`` logger as "Task (or Future) exception was never retrieved" with a long traceback, or
     raises ``RuntimeError('Event loop is closed')`` from a tensorstore thread into ``sys.unraisablehook`` or
-    ``sys.excepthook``, while or long after the failure is handled. Drop exactly those; everything else goes
-    through. Installed once, before the first read or write.
+    ``sys.excepthook``, while or long after the failure is handled; their coroutines, collected at exit, warn that
+    they were never awaited. Drop exactly those; everything else goes through. Installed once, before the first read
+    or write.
     """
     if getattr(sys.unraisablehook, "_herjax_filter", False):
         return
@@ -534,6 +538,9 @@ def _quiet_failed_io() -> None:
     unraisable_hook._herjax_filter = True  # type: ignore[attr-defined]
     sys.unraisablehook, sys.excepthook = unraisable_hook, except_hook
     logging.getLogger("asyncio").addFilter(_DropOrphanedReads())
+    # The abandoned writes' coroutines, collected at exit: "coroutine '...write_fragment' was never awaited".
+    warnings.filterwarnings("ignore", message=r"coroutine '[^']*(async_serialize|async_deserialize)[^']*' was never "
+                            "awaited", category=RuntimeWarning)
 
 
 def candidates(run_dir: str, kinds: tuple[str, ...] = KINDS) -> list[tuple[str, int]]:
