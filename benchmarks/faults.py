@@ -1,7 +1,8 @@
-"""Faults that must lose nothing, counted: ``kill -9`` at random moments with resumes, the CLI fuzz, and NaN envs.
+"""Faults that must lose nothing, counted: ``kill -9`` at random moments with resumes, the CLI fuzz, NaN envs, and
+real full disks.
 
-    python benchmarks/faults.py                       # all three, into benchmarks/results/faults.json
-    python benchmarks/faults.py --kills 5 --nan-seeds 1 --no-fuzz --out /tmp/faults.json
+    python benchmarks/faults.py                       # all four, into benchmarks/results/faults.json
+    python benchmarks/faults.py --kills 5 --nan-seeds 1 --no-fuzz --disks 4 --out /tmp/faults.json
 
 * **Kills.** One uninterrupted run of a small FetchReach config, then the same run killed with SIGKILL at
   ``--kills`` random moments of its processes (uniform in 2-16 s after a process starts; a process that ends
@@ -14,6 +15,11 @@
   NaN every 10th step) for ``--nan-seeds`` seeds: NaN envs injected (the resets counted by
   ``train/env_resets_nonfinite``), runs poisoned (a non-finite number anywhere in the buffer or the agent's state)
   and the test success reached.
+* **Full disks.** ``--disks`` runs of a small FetchReach config (``tests/test_faults.py``'s) on a real tmpfs of a
+  random size (100-1200 KB, in a user namespace: ``unshare -rm``; skipped, and said so, where that is not allowed).
+  Each counts where the disk filled (a checkpoint save, a progress row, another file), whether the run stopped with
+  one line and no traceback, whether an unfinished save was left behind, and whether ``resume=`` on a copy of the
+  run directory (on a disk with room) trains on to the end with every epoch in ``progress.csv`` once.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import csv
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -161,12 +168,88 @@ def nan_envs(seeds: list[int], workdir: str) -> dict:
             "runs_reaching_0.9": sum(reached(r["test_success"], 0.9) for r in runs)}
 
 
+DISK_ARGS = ["env=fetch_reach", "n_cycles=2", "ddpg.n_batches=2", "ddpg.batch_size=32", "ddpg.hidden=[16]",
+             "ddpg.buffer_size=5000", "n_test_episodes=2", "save_every=1", "total_env_steps=3000"]
+
+
+def _can_mount_tmpfs(workdir: str) -> bool:
+    probe = os.path.join(workdir, "probe")
+    os.makedirs(probe, exist_ok=True)
+    try:
+        return subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs {probe}"],
+                              capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def _struck(line: str) -> str:
+    if re.search(r"while saving checkpoint \w+/\d+", line):
+        return "checkpoint"
+    if "while writing the row of epoch" in line:
+        return "progress_row"
+    return "other"
+
+
+def full_disks(n_disks: int, seed: int, workdir: str, log=print) -> dict:
+    """``n_disks`` runs on real tmpfs disks that fill up; see the module docstring."""
+    from herjax.runs import checkpoint as ckpt_lib
+
+    if not _can_mount_tmpfs(workdir):
+        return {"skipped": "no unprivileged tmpfs here (unshare -rm mount was refused)"}
+    rng = random.Random(seed)
+    runs = []
+    for i in range(n_disks):
+        size_kb = rng.randint(100, 1200)
+        mount, copy = os.path.join(workdir, f"disk{i}"), os.path.join(workdir, f"copy{i}")
+        os.makedirs(mount)
+        train = " ".join([sys.executable, "-m", "herjax.train", *DISK_ARGS, f"run_dir={mount}/run"])
+        script = (f"mount -t tmpfs -o size={size_kb}k tmpfs {mount} && {train} > /dev/null; rc=$?; "
+                  f"cp -r {mount}/run {copy} 2>/dev/null; exit $rc")
+        proc = subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=REPO, capture_output=True, text=True,
+                              timeout=600)
+        lines = proc.stderr.strip().splitlines()
+        run = {"size_kb": size_kb, "exit_code": proc.returncode}
+        if proc.returncode == 0:
+            run["filled"] = False
+        else:
+            run["filled"] = True
+            run["one_line"] = len(lines) == 1 and "Traceback" not in proc.stderr and "no space left" in lines[0]
+            run["struck"] = _struck(lines[-1]) if lines else "nothing said"
+            run["unfinished_saves_left"] = len([name for kind in ckpt_lib.KINDS
+                                                for name in (os.listdir(os.path.join(copy, "checkpoints", kind))
+                                                             if os.path.isdir(os.path.join(copy, "checkpoints", kind))
+                                                             else []) if "tmp" in name])
+            if os.path.isdir(copy) and ckpt_lib.has_checkpoint(copy):
+                resumed = subprocess.run([sys.executable, "-m", "herjax.train", f"resume={copy}"], cwd=REPO,
+                                         capture_output=True, text=True, timeout=600)
+                rows = _rows(copy) if resumed.returncode == 0 else []
+                run["resumed_to_the_end"] = bool(rows) and int(rows[-1]["env_steps"]) == 3000 and \
+                    [int(row["epoch"]) for row in rows] == list(range(1, len(rows) + 1))
+            else:
+                run["resumed_to_the_end"] = None  # filled before a first checkpoint: there is nothing to resume
+            if not run["one_line"]:
+                run["stderr_tail"] = proc.stderr[-1500:]
+        runs.append(run)
+        log(f"disk {i + 1}/{n_disks}: {json.dumps(run)}")
+    filled = [r for r in runs if r["filled"]]
+    return {
+        "config": DISK_ARGS, "disks": n_disks, "filled": len(filled),
+        "struck": {k: sum(r["struck"] == k for r in filled) for k in sorted({r["struck"] for r in filled})},
+        "one_line": sum(r["one_line"] for r in filled),
+        "unfinished_saves_left": sum(r["unfinished_saves_left"] for r in filled),
+        "resumable": sum(r["resumed_to_the_end"] is not None for r in filled),
+        "resumed_to_the_end": sum(bool(r["resumed_to_the_end"]) for r in filled),
+        "runs": runs,
+    }
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0, help="of the kill moments")
     parser.add_argument("--nan-seeds", type=int, default=3)
     parser.add_argument("--no-fuzz", action="store_true")
+    parser.add_argument("--disks", type=int, default=40, help="real full disks (0: none)")
     parser.add_argument("--out", default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     from benchmarks.machine import describe
@@ -177,6 +260,8 @@ def main(argv=None) -> int:
         if not args.no_fuzz:
             result["fuzz"] = fuzz()
         result["nan_envs"] = nan_envs(list(range(args.nan_seeds)), workdir)
+        if args.disks:
+            result["full_disks"] = full_disks(args.disks, args.seed, workdir)
     result["wall_s"] = round(time.time() - began, 1)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
