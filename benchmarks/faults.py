@@ -43,9 +43,10 @@ sys.path.insert(0, REPO)
 
 DEFAULT_OUT = os.path.join(HERE, "results", "faults.json")
 # A FetchReach run whose epochs take a fraction of a second on 2 CPU cores, so that kills land in every phase:
-# start-up, compilation, epochs and saves; 100 epochs, so that 20 kills come before it ends.
+# start-up, compilation, epochs and saves; 800 epochs, so that 20 kills come before it ends (100 epochs did on the
+# Intel Xeons here; on 2026-12-06's AMD EPYC they took 21 s, and the run ended after 3 kills).
 KILL_ARGS = ["env=fetch_reach", "seed=0", "n_cycles=2", "ddpg.n_batches=10", "ddpg.hidden=[64]",
-             "ddpg.buffer_size=20000", "n_test_episodes=4", "total_env_steps=20000"]
+             "ddpg.buffer_size=20000", "n_test_episodes=4", "total_env_steps=160000"]
 TIMING_COLUMNS = ("wall_s", "epoch_s", "steps_per_s")
 
 
