@@ -291,11 +291,10 @@ class Checkpointer:
                 raise
             self._discard(kind, epoch)
             needed = sum(x.nbytes for x in jax.tree.leaves(saveable)) + len(json.dumps(meta))
-            kept = [f"{k}/{e}" for k, e in candidates(self.run_dir)]
             raise DiskFullError(
                 f"no space left on the device of {checkpoint_dir(self.run_dir, kind)} while saving checkpoint "
                 f"{kind}/{epoch}: it needs about {size_text(needed)}, {size_text(free_bytes(self.run_dir))} is "
-                f"free; the earlier checkpoints are intact ({', '.join(kept) or 'none yet'})"
+                f"free; the earlier checkpoints are intact ({finished_text(self.run_dir)})"
             ) from None
 
     def _discard(self, kind: str, epoch: int) -> None:
@@ -505,11 +504,11 @@ class _DropOrphanedReads(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        orphan = "exception was never retrieved" in message.split("\n", 1)[0]
+        if "exception was never retrieved" not in message.split("\n", 1)[0]:
+            return True
+        error = record.exc_info[1] if record.exc_info else None
         words = ("async_deserialize", "async_serialize", "tensorstore", "zarr", "OCDBT", "RESOURCE_EXHAUSTED")
-        full = record.exc_info is not None and record.exc_info[1] is not None and out_of_space(record.exc_info[1])
-        return not (orphan and (full or any(word in message for word in words)
-                                or any(text in message.lower() for text in _OUT_OF_SPACE_TEXT)))
+        return not ((error is not None and out_of_space(error)) or any(word in message for word in words))
 
 
 def _quiet_failed_io() -> None:
@@ -547,6 +546,11 @@ def candidates(run_dir: str, kinds: tuple[str, ...] = KINDS) -> list[tuple[str, 
     """``(kind, epoch)`` of every finished step, newest epoch first (``latest`` before the others on a tie)."""
     found = [(kind, step) for kind in kinds for step in steps(run_dir, kind)]
     return sorted(found, key=lambda ks: (-ks[1], kinds.index(ks[0])))
+
+
+def finished_text(run_dir: str) -> str:
+    """Every finished step as ``kind/epoch``, newest first, comma-separated; ``none yet`` when there is none."""
+    return ", ".join(f"{kind}/{epoch}" for kind, epoch in candidates(run_dir)) or "none yet"
 
 
 def _one_line(error: BaseException) -> str:

@@ -8,7 +8,7 @@ import io
 import os
 from typing import Any, Optional, Sequence
 
-from herjax.runs.checkpoint import DiskFullError, candidates, free_bytes, out_of_space, size_text
+from herjax.runs.checkpoint import DiskFullError, finished_text, free_bytes, out_of_space, size_text
 from herjax.runs.lock import RunDirError
 
 PROGRESS_COLUMNS = ("epoch", "env_steps", "wall_s", "epoch_s", "steps_per_s")  # then the trainer's epoch_metrics
@@ -109,19 +109,17 @@ class ProgressLog:
             if not out_of_space(e):
                 raise
             needed = len(",".join(str(row.get(c, "")) for c in self.columns)) + 1
-            kept = [f"{k}/{epoch}" for k, epoch in candidates(self._run_dir)]
             raise DiskFullError(
                 f"no space left on the device of {self._path} while writing the row of epoch {row['epoch']}: it "
                 f"needs about {size_text(needed)}, {size_text(free_bytes(self._path))} is free; the checkpoints "
-                f"are intact ({', '.join(kept) or 'none yet'})") from None
+                f"are intact ({finished_text(self._run_dir)})") from None
 
     def close(self) -> None:
         """Closes both files. A full disk at close is not raised: every row was flushed by ``write``, which reports
         a full disk itself, and a close in the ``finally`` of a run that already failed must not hide that error."""
-        for close in (self._file.close, self._tb.close if self._tb is not None else None):
+        for close in [self._file.close] + ([self._tb.close] if self._tb is not None else []):
             try:
-                if close is not None:
-                    close()
+                close()
             except OSError as e:
                 if not out_of_space(e):
                     raise
