@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import glob
 import json
 import os
 import random
@@ -169,18 +170,30 @@ def nan_envs(seeds: list[int], workdir: str) -> dict:
             "runs_reaching_0.9": sum(reached(r["test_success"], 0.9) for r in runs)}
 
 
+DISK_ENV_STEPS = 3000
 DISK_ARGS = ["env=fetch_reach", "n_cycles=2", "ddpg.n_batches=2", "ddpg.batch_size=32", "ddpg.hidden=[16]",
-             "ddpg.buffer_size=5000", "n_test_episodes=2", "save_every=1", "total_env_steps=3000"]
+             "ddpg.buffer_size=5000", "n_test_episodes=2", "save_every=1", f"total_env_steps={DISK_ENV_STEPS}"]
 
 
-def _can_mount_tmpfs(workdir: str) -> bool:
-    probe = os.path.join(workdir, "probe")
+def can_mount_tmpfs(probe: str) -> bool:
+    """Whether this user may mount a tmpfs (at ``probe``, made here) in a user namespace of its own."""
     os.makedirs(probe, exist_ok=True)
     try:
         return subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs {probe}"],
                               capture_output=True, timeout=30).returncode == 0
     except (OSError, subprocess.SubprocessError):
         return False
+
+
+def fill_disk(args: list[str], size_kb: int, mount: str, copy: str) -> subprocess.CompletedProcess:
+    """``python -m herjax.train *args run_dir=<mount>/run`` on a fresh tmpfs of ``size_kb`` mounted at ``mount`` (an
+    existing folder) in a user namespace; then the run directory is copied to ``copy``, since the tmpfs goes with
+    the namespace. Returns the run's process: its exit code and stderr (stdout is dropped)."""
+    train = " ".join([sys.executable, "-m", "herjax.train", *args, f"run_dir={mount}/run"])
+    script = (f"mount -t tmpfs -o size={size_kb}k tmpfs {mount} && {train} > /dev/null; rc=$?; "
+              f"cp -r {mount}/run {copy} 2>/dev/null; exit $rc")
+    return subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
 
 
 def _struck(line: str) -> str:
@@ -195,7 +208,7 @@ def full_disks(n_disks: int, seed: int, workdir: str, log=print) -> dict:
     """``n_disks`` runs on real tmpfs disks that fill up; see the module docstring."""
     from herjax.runs import checkpoint as ckpt_lib
 
-    if not _can_mount_tmpfs(workdir):
+    if not can_mount_tmpfs(os.path.join(workdir, "probe")):
         return {"skipped": "no unprivileged tmpfs here (unshare -rm mount was refused)"}
     rng = random.Random(seed)
     runs = []
@@ -203,11 +216,7 @@ def full_disks(n_disks: int, seed: int, workdir: str, log=print) -> dict:
         size_kb = rng.randint(100, 1200)
         mount, copy = os.path.join(workdir, f"disk{i}"), os.path.join(workdir, f"copy{i}")
         os.makedirs(mount)
-        train = " ".join([sys.executable, "-m", "herjax.train", *DISK_ARGS, f"run_dir={mount}/run"])
-        script = (f"mount -t tmpfs -o size={size_kb}k tmpfs {mount} && {train} > /dev/null; rc=$?; "
-                  f"cp -r {mount}/run {copy} 2>/dev/null; exit $rc")
-        proc = subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=REPO, capture_output=True, text=True,
-                              timeout=600)
+        proc = fill_disk(DISK_ARGS, size_kb, mount, copy)
         lines = proc.stderr.strip().splitlines()
         run = {"size_kb": size_kb, "exit_code": proc.returncode}
         if proc.returncode == 0:
@@ -216,15 +225,12 @@ def full_disks(n_disks: int, seed: int, workdir: str, log=print) -> dict:
             run["filled"] = True
             run["one_line"] = len(lines) == 1 and "Traceback" not in proc.stderr and "no space left" in lines[0]
             run["struck"] = _struck(lines[-1]) if lines else "nothing said"
-            run["unfinished_saves_left"] = len([name for kind in ckpt_lib.KINDS
-                                                for name in (os.listdir(os.path.join(copy, "checkpoints", kind))
-                                                             if os.path.isdir(os.path.join(copy, "checkpoints", kind))
-                                                             else []) if "tmp" in name])
+            run["unfinished_saves_left"] = len(glob.glob(os.path.join(copy, "checkpoints", "*", "*tmp*")))
             if os.path.isdir(copy) and ckpt_lib.has_checkpoint(copy):
                 resumed = subprocess.run([sys.executable, "-m", "herjax.train", f"resume={copy}"], cwd=REPO,
                                          capture_output=True, text=True, timeout=600)
                 rows = _rows(copy) if resumed.returncode == 0 else []
-                run["resumed_to_the_end"] = bool(rows) and int(rows[-1]["env_steps"]) == 3000 and \
+                run["resumed_to_the_end"] = bool(rows) and int(rows[-1]["env_steps"]) == DISK_ENV_STEPS and \
                     [int(row["epoch"]) for row in rows] == list(range(1, len(rows) + 1))
             else:
                 run["resumed_to_the_end"] = None  # filled before a first checkpoint: there is nothing to resume

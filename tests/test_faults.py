@@ -8,10 +8,12 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
 
+from benchmarks.faults import can_mount_tmpfs, fill_disk, kills
 from herjax.runs.lock import LOCK_NAME, RunDirError, RunLock
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -223,15 +225,7 @@ SMALL_DDPG = ["n_cycles=2", "ddpg.n_batches=2", "ddpg.batch_size=32", "ddpg.hidd
               "n_test_episodes=2", "save_every=1"]
 
 
-def _can_mount_tmpfs():
-    probe = "mkdir -p /tmp/herjax-probe && mount -t tmpfs -o size=64k tmpfs /tmp/herjax-probe"
-    try:
-        return subprocess.run(["unshare", "-rm", "sh", "-c", probe], capture_output=True, timeout=30).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
-
-
-@pytest.mark.skipif(not _can_mount_tmpfs(), reason="no unprivileged tmpfs here (user namespaces off); the injected "
+@pytest.mark.skipif(not can_mount_tmpfs(os.path.join(tempfile.gettempdir(), "herjax-probe")), reason="no unprivileged tmpfs here (user namespaces off); the injected "
                                                   "failure below covers the same path")
 @pytest.mark.parametrize("size_kb", [182, 450])
 def test_a_real_full_disk_stops_with_one_line_and_the_run_resumes_from_what_was_saved(tmp_path, size_kb):
@@ -241,12 +235,7 @@ def test_a_real_full_disk_stops_with_one_line_and_the_run_resumes_from_what_was_
     ``benchmarks/faults.py``'s full disks found it)."""
     mount, copy = tmp_path / "disk", tmp_path / "copy"
     mount.mkdir()
-    train = " ".join([sys.executable, "-m", "herjax.train", *SMALL_DDPG, "total_env_steps=3000",
-                      f"run_dir={mount}/run"])
-    script = (f"mount -t tmpfs -o size={size_kb}k tmpfs {mount} && {train} > /dev/null; rc=$?; "
-              f"cp -r {mount}/run {copy}; exit $rc")
-    proc = subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
+    proc = fill_disk([*SMALL_DDPG, "total_env_steps=3000"], size_kb, str(mount), str(copy))
     assert proc.returncode == 1, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
@@ -383,9 +372,6 @@ def test_kill_9_at_20_random_moments_then_resume_equals_an_uninterrupted_run(tmp
     """``kill -9`` at 20 random moments (start-up, compilation, epochs, saves), each followed by ``resume=``: the
     run ends with a contiguous progress.csv and a final state bit-identical to an uninterrupted run's (CPU).
     ``benchmarks/faults.py`` runs the same and records the counts."""
-    sys.path.insert(0, REPO)
-    from benchmarks.faults import kills
-
     result = kills(20, seed=0, workdir=str(tmp_path), log=lambda line: None)
     assert result["progress_contiguous"] and result["progress_bit_identical"], result
     assert result["final_state_bit_identical"] and result["kills_survived"] == 20, result
